@@ -1,0 +1,196 @@
+"""Module and Parameter: layers are plain callables whose parameters are found by walking attributes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..tensor import Tensor, scope
+
+
+class Parameter(Tensor):
+    """A leaf Tensor that a Module owns and an optimizer updates; it learns its dotted name for graph labels."""
+
+    __slots__ = ()
+
+    def __init__(self, data: Any, requires_grad: bool = True, dtype: Any = None, name: str | None = None):
+        super().__init__(data, requires_grad=requires_grad, dtype=dtype, name=name)
+
+
+class Module:
+    """Base class of layers: ``__call__`` runs ``forward`` inside ``scope(<attribute name>)``.
+
+    Parameters, sub-modules and buffers are found by walking the instance's attributes, including lists and
+    dicts of them, in assignment order; names are dotted paths as in PyTorch (``lstm.weight_hh_l0``).
+    """
+
+    training: bool = True
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        # Children learn the name they are stored under: it labels their scope and their parameters.
+        if isinstance(value, Module):
+            object.__setattr__(value, "_scope_name", key)
+        elif isinstance(value, Parameter) and value.name is None:
+            value.name = key
+        elif isinstance(value, (list, tuple, dict)):
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for k, v in items:
+                if isinstance(v, Module):
+                    object.__setattr__(v, "_scope_name", f"{key}.{k}")
+        object.__setattr__(self, key, value)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with scope(self.__dict__.get("_scope_name") or type(self).__name__):
+            return self.forward(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The computation; subclasses define it with Tensor ops."""
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    # -- walking
+    def _named_members(self) -> Iterator[tuple[str, Any]]:
+        """Direct children: (local name, Module or Parameter), from attributes, lists and dicts."""
+        for key, value in self.__dict__.items():
+            if key.startswith("_"):
+                continue
+            if isinstance(value, (Module, Parameter)):
+                yield key, value
+            elif isinstance(value, (list, tuple)):
+                for i, v in enumerate(value):
+                    if isinstance(v, (Module, Parameter)):
+                        yield f"{key}.{i}", v
+            elif isinstance(value, dict):
+                for k, v in value.items():
+                    if isinstance(v, (Module, Parameter)):
+                        yield f"{key}.{k}", v
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """This module and every sub-module, with dotted names ("" for this one), each once."""
+        seen: set[int] = set()
+        stack: list[tuple[str, Module]] = [(prefix, self)]
+        while stack:
+            name, mod = stack.pop()
+            if id(mod) in seen:
+                continue
+            seen.add(id(mod))
+            yield name, mod
+            children = [(f"{name}.{k}" if name else k, v) for k, v in mod._named_members() if isinstance(v, Module)]
+            stack.extend(reversed(children))
+
+    def modules(self) -> Iterator[Module]:
+        """This module and every sub-module."""
+        return (m for _, m in self.named_modules())
+
+    def children(self) -> Iterator[Module]:
+        """Direct sub-modules."""
+        return (v for _, v in self._named_members() if isinstance(v, Module))
+
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+        """Every parameter once, with its dotted name; each parameter takes that name as its label."""
+        seen: set[int] = set()
+        for mname, mod in self.named_modules():
+            for k, v in mod._named_members():
+                if isinstance(v, Parameter) and id(v) not in seen:
+                    seen.add(id(v))
+                    full = f"{mname}.{k}" if mname else k
+                    v.name = full
+                    yield full, v
+
+    def parameters(self) -> list[Parameter]:
+        """Every parameter once, in a stable order."""
+        return [p for _, p in self.named_parameters()]
+
+    # -- buffers: arrays that are state but not parameters (BatchNorm's running statistics)
+    def register_buffer(self, name: str, value: np.ndarray) -> None:
+        """Keep ``value`` as attribute ``name`` and include it in ``state_dict``."""
+        buffers = self.__dict__.setdefault("_buffers", [])
+        if name not in buffers:
+            buffers.append(name)
+        object.__setattr__(self, name, np.asarray(value))
+
+    def named_buffers(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Every buffer with its dotted name."""
+        for mname, mod in self.named_modules():
+            for k in mod.__dict__.get("_buffers", ()):
+                yield (f"{mname}.{k}" if mname else k), getattr(mod, k)
+
+    # -- training state
+    def zero_grad(self) -> None:
+        """Drop every parameter's gradient (set it to None)."""
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode: bool = True) -> Module:
+        """Set training mode (dropout active, batch-norm statistics updated) here and below."""
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self) -> Module:
+        """Set evaluation mode here and below."""
+        return self.train(False)
+
+    # -- state
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters and buffers by dotted name, as copies (PyTorch's names and layouts)."""
+        out = {k: p.data.copy() for k, p in self.named_parameters()}
+        out.update({k: np.array(b, copy=True) for k, b in self.named_buffers()})
+        return out
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Copy arrays (or anything ``np.asarray`` takes, e.g. torch tensors) into parameters and buffers.
+
+        Everything is checked before anything is written: missing or unexpected keys (with ``strict``) and
+        shape mismatches raise one error listing them all, and leave the module unchanged.
+        """
+        params = dict(self.named_parameters())
+        owners = {
+            name: (mod, k)
+            for mname, mod in self.named_modules()
+            for k in mod.__dict__.get("_buffers", ())
+            for name in [f"{mname}.{k}" if mname else k]
+        }
+        mine = set(params) | set(owners)
+        problems = []
+        if strict:
+            missing = sorted(mine - set(state))
+            unexpected = sorted(set(state) - mine)
+            if missing:
+                problems.append(f"missing keys: {missing}")
+            if unexpected:
+                problems.append(f"unexpected keys: {unexpected}")
+        new = {}
+        for k, v in state.items():
+            if k not in mine:
+                continue
+            try:
+                arr = np.asarray(v.data if isinstance(v, Tensor) else v)
+            except Exception as e:
+                problems.append(f"{k}: cannot convert {type(v).__name__} to an array ({e})")
+                continue
+            target = params[k].data if k in params else np.asarray(getattr(*owners[k]))
+            if arr.shape != target.shape:
+                problems.append(f"{k}: shape {arr.shape} in the state dict, {target.shape} in the model")
+            elif arr.dtype.kind not in "fiub":
+                problems.append(f"{k}: dtype {arr.dtype} is not numeric")
+            else:
+                new[k] = arr.astype(target.dtype, copy=True)
+        if problems:
+            raise ValueError(f"load_state_dict({type(self).__name__}): " + "; ".join(problems))
+        for k, arr in new.items():
+            if k in params:
+                params[k].data = arr
+            else:
+                mod, attr = owners[k]
+                object.__setattr__(mod, attr, arr)
+
+    def extra_repr(self) -> str:
+        """Arguments shown in ``repr``."""
+        return ""
+
+    def __repr__(self) -> str:
+        kids = [f"  ({k}): " + repr(v).replace("\n", "\n  ") for k, v in self._named_members() if isinstance(v, Module)]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        return head + ("\n" + "\n".join(kids) + "\n)" if kids else ")")

@@ -1,0 +1,574 @@
+"""Primitive ops: each class holds a forward and its vector-Jacobian product (VJP) side by side.
+
+This module imports numpy only. An op works on plain ndarrays: ``forward`` computes the output and keeps in
+``self.saved`` exactly the arrays its backward needs; ``backward(g)`` maps the gradient of the output to one
+gradient per input, *in the broadcast shape of the output*. Reducing those back to each input's shape
+("unbroadcast") happens in one place only, the engine in ``tensor.py``. A backward never writes into ``g``.
+
+``self.needs`` (one bool per input, set by the engine when it records the op) lets expensive VJPs skip
+inputs that do not require a gradient, e.g. the data side of a matmul.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+Array = np.ndarray
+
+
+class Op:
+    """Base class of a recorded op: the graph node the engine walks and the visualizer reads.
+
+    Attributes set by the engine: ``parents`` (ordered input Tensors; None once released), ``needs``,
+    ``scope`` (tuple of enclosing scope names), ``out`` (weak reference to the output Tensor), and, after a
+    ``backward(retain_graph=True)``, ``grad_out`` (gradient of the output) and ``grads_in`` (per parent).
+    """
+
+    saved: tuple = ()
+    needs: tuple = (True, True)
+    grad_out: Array | None = None
+    grads_in: tuple | None = None
+
+    @property
+    def name(self) -> str:
+        """The op's name, e.g. ``Tanh``."""
+        return type(self).__name__
+
+    @property
+    def backward_name(self) -> str:
+        """The name of this op's VJP node, e.g. ``TanhBackward``."""
+        return type(self).__name__ + "Backward"
+
+    @property
+    def saved_shapes(self) -> tuple:
+        """Shapes of the arrays kept for backward (empty once the graph is released)."""
+        return tuple(np.shape(a) for a in (self.saved or ()))
+
+    def output(self):
+        """The Tensor this op produced, or None if it no longer exists."""
+        ref = getattr(self, "out", None)
+        return ref() if ref is not None else None
+
+    def forward(self, *args: Array, **kwargs) -> Array:  # pragma: no cover - interface
+        """Compute the output from input arrays."""
+        raise NotImplementedError
+
+    def backward(self, g: Array) -> tuple:  # pragma: no cover - interface
+        """Map the output gradient to one gradient (or None) per input."""
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------------------- binary elementwise
+
+
+class Add(Op):
+    """d(a+b) = (g, g)"""
+
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, g):
+        return g, g
+
+
+class Sub(Op):
+    """d(a-b) = (g, -g)"""
+
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, g):
+        return g, (-g if self.needs[1] else None)
+
+
+class Mul(Op):
+    """d(a*b) = (g*b, g*a)"""
+
+    def forward(self, a, b):
+        self.saved = (a, b)
+        return a * b
+
+    def backward(self, g):
+        a, b = self.saved
+        return (g * b if self.needs[0] else None), (g * a if self.needs[1] else None)
+
+
+class Div(Op):
+    """d(a/b) = (g/b, -g*a/b^2)"""
+
+    def forward(self, a, b):
+        self.saved = (a, b)
+        return a / b
+
+    def backward(self, g):
+        a, b = self.saved
+        ga = g / b if self.needs[0] else None
+        gb = -g * a / (b * b) if self.needs[1] else None
+        return ga, gb
+
+
+class Pow(Op):
+    """d(a**b) = (g*b*a^(b-1), g*a^b*log(a)); the second term is 0 where a == 0 and b >= 0 (as PyTorch)."""
+
+    def forward(self, a, b):
+        out = a**b
+        self.saved = (a, b, out)
+        return out
+
+    def backward(self, g):
+        a, b, out = self.saved
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ga = g * b * a ** (b - 1) if self.needs[0] else None
+            if ga is not None:
+                ga = np.where(b == 0, 0.0, ga).astype(ga.dtype, copy=False)
+            gb = None
+            if self.needs[1]:
+                gb = np.where((a == 0) & (b >= 0), 0.0, g * out * np.log(a)).astype(out.dtype, copy=False)
+        return ga, gb
+
+
+class Maximum(Op):
+    """d max(a,b) = g where a wins, split evenly on ties (as PyTorch)."""
+
+    def forward(self, a, b):
+        self.saved = (a, b)
+        return np.maximum(a, b)
+
+    def backward(self, g):
+        a, b = self.saved
+        wa = (a > b) + 0.5 * (a == b)
+        return g * wa.astype(g.dtype, copy=False), g * (1 - wa).astype(g.dtype, copy=False)
+
+
+class Minimum(Op):
+    """d min(a,b) = g where a wins, split evenly on ties (as PyTorch)."""
+
+    def forward(self, a, b):
+        self.saved = (a, b)
+        return np.minimum(a, b)
+
+    def backward(self, g):
+        a, b = self.saved
+        wa = (a < b) + 0.5 * (a == b)
+        return g * wa.astype(g.dtype, copy=False), g * (1 - wa).astype(g.dtype, copy=False)
+
+
+class Where(Op):
+    """d where(c, a, b) = (g where c, g where not c); the condition gets no gradient."""
+
+    def forward(self, c, a, b):
+        self.saved = (c,)
+        return np.where(c, a, b)
+
+    def backward(self, g):
+        (c,) = self.saved
+        zero = np.zeros((), g.dtype)
+        return None, np.where(c, g, zero), np.where(c, zero, g)
+
+
+class MatMul(Op):
+    """d(a@b) = (g @ b^T, a^T @ g), with numpy's 1-D promotion rules undone."""
+
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"MatMul: both operands need at least 1 dimension, got shapes {a.shape} and {b.shape}")
+        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ValueError(
+                f"MatMul: inner dimensions differ: {a.shape} @ {b.shape} "
+                f"({a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]})"
+            )
+        self.saved = (a, b)
+        return a @ b
+
+    def backward(self, g):
+        a, b = self.saved
+        if a.ndim == 2 and b.ndim == 2:  # the hot path of every layer
+            ga = g @ b.T if self.needs[0] else None
+            gb = a.T @ g if self.needs[1] else None
+            return ga, gb
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            g = np.expand_dims(g, -2)
+        if b.ndim == 1:
+            g = np.expand_dims(g, -1)
+        ga = gb = None
+        if self.needs[0]:
+            ga = g @ np.swapaxes(b2, -1, -2)
+            ga = ga[..., 0, :] if a.ndim == 1 else ga
+        if self.needs[1]:
+            if b2.ndim == 2 and a2.ndim > 2:  # (..., n, k) @ (k, m): fold the batch into one matmul
+                gb = a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+            else:
+                gb = np.swapaxes(a2, -1, -2) @ g
+            gb = gb[..., 0] if b.ndim == 1 else gb
+        return ga, gb
+
+
+# --------------------------------------------------------------------------------------------- unary
+
+
+class Neg(Op):
+    """d(-x) = -g"""
+
+    def forward(self, x):
+        return -x
+
+    def backward(self, g):
+        return (-g,)
+
+
+class Exp(Op):
+    """d exp(x) = g*exp(x)"""
+
+    def forward(self, x):
+        y = np.exp(x)
+        self.saved = (y,)
+        return y
+
+    def backward(self, g):
+        return (g * self.saved[0],)
+
+
+class Log(Op):
+    """d log(x) = g/x"""
+
+    def forward(self, x):
+        self.saved = (x,)
+        return np.log(x)
+
+    def backward(self, g):
+        return (g / self.saved[0],)
+
+
+class Sqrt(Op):
+    """d sqrt(x) = g/(2 sqrt(x))"""
+
+    def forward(self, x):
+        y = np.sqrt(x)
+        self.saved = (y,)
+        return y
+
+    def backward(self, g):
+        return (g / (2 * self.saved[0]),)
+
+
+class Abs(Op):
+    """d|x| = g*sign(x) (0 at x == 0, as PyTorch)"""
+
+    def forward(self, x):
+        self.saved = (x,)
+        return np.abs(x)
+
+    def backward(self, g):
+        return (g * np.sign(self.saved[0]),)
+
+
+class Tanh(Op):
+    """d tanh(x) = g*(1 - tanh(x)^2)"""
+
+    def forward(self, x):
+        y = np.tanh(x)
+        self.saved = (y,)
+        return y
+
+    def backward(self, g):
+        y = self.saved[0]
+        return (g * (1 - y * y),)
+
+
+# Where exp(-x) would overflow, sigmoid(x) is already below the dtype's smallest normal number.
+_SIG_FLOOR = {np.dtype(t): -0.99 * float(np.log(np.finfo(t).max)) for t in (np.float16, np.float32, np.float64)}
+
+
+def sigmoid(x: Array) -> Array:
+    """Logistic function 1/(1+exp(-x)), accurate in relative terms, with no overflow for any x.
+
+    exp(-x) overflows only far below where sigmoid underflows anyway, so x is first floored there.
+    """
+    e = np.maximum(x, _SIG_FLOOR.get(x.dtype, -700.0))
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    e += 1
+    return np.reciprocal(e, out=e)
+
+
+class Sigmoid(Op):
+    """d sigmoid(x) = g*s*(1-s)"""
+
+    def forward(self, x):
+        y = sigmoid(x)
+        self.saved = (y,)
+        return y
+
+    def backward(self, g):
+        y = self.saved[0]
+        return (g * (y * (1 - y)),)
+
+
+class Relu(Op):
+    """d relu(x) = g*(x > 0)"""
+
+    def forward(self, x):
+        y = np.maximum(x, 0)
+        self.saved = (y,)
+        return y
+
+    def backward(self, g):
+        return (g * (self.saved[0] > 0),)
+
+
+class LeakyRelu(Op):
+    """d leaky_relu(x) = g where x > 0, else g*slope (slope at 0, as PyTorch)"""
+
+    def forward(self, x, slope=0.01):
+        self.slope = slope
+        self.saved = (x,)
+        return np.where(x > 0, x, x * np.asarray(slope, x.dtype))
+
+    def backward(self, g):
+        x = self.saved[0]
+        return (np.where(x > 0, g, g * np.asarray(self.slope, g.dtype)),)
+
+
+class PowScalar(Op):
+    """d x**p = g*p*x^(p-1) (0 when p == 0)"""
+
+    def forward(self, x, p=2.0):
+        self.p = p
+        self.saved = (x,)
+        return x**p
+
+    def backward(self, g):
+        x, p = self.saved[0], self.p
+        if p == 0:
+            return (np.zeros_like(g),)
+        return (g * (p * x ** (p - 1)),)
+
+
+class Clip(Op):
+    """d clip(x, lo, hi) = g where lo <= x <= hi, else 0 (as PyTorch's clamp)"""
+
+    def forward(self, x, lo=None, hi=None):
+        self.saved = (x,)
+        self.lo, self.hi = lo, hi
+        return np.clip(x, lo, hi)
+
+    def backward(self, g):
+        x = self.saved[0]
+        keep = np.ones(x.shape, bool)
+        if self.lo is not None:
+            keep &= x >= self.lo
+        if self.hi is not None:
+            keep &= x <= self.hi
+        return (g * keep,)
+
+
+class Cast(Op):
+    """d x.astype(t) = g.astype(x.dtype)"""
+
+    def forward(self, x, dtype=None):
+        self.in_dtype = x.dtype
+        return x.astype(dtype)
+
+    def backward(self, g):
+        return (g.astype(self.in_dtype),)
+
+
+# --------------------------------------------------------------------------------------------- reductions
+
+
+def _keep(shape: tuple, axis) -> tuple:
+    """The shape a reduction over ``axis`` has with keepdims=True."""
+    if axis is None:
+        return (1,) * len(shape)
+    axes = (axis,) if isinstance(axis, int) else axis
+    axes = {a % len(shape) for a in axes} if shape else set()
+    return tuple(1 if i in axes else s for i, s in enumerate(shape))
+
+
+class Sum(Op):
+    """d sum(x) = g broadcast back over the reduced axes"""
+
+    def forward(self, x, axis=None, keepdims=False):
+        out = np.sum(x, axis=axis, keepdims=keepdims)
+        self.in_shape, self.keep = x.shape, _keep(x.shape, axis)
+        return out
+
+    def backward(self, g):
+        return (np.broadcast_to(g.reshape(self.keep), self.in_shape),)
+
+
+class Mean(Op):
+    """d mean(x) = g/n broadcast back over the reduced axes"""
+
+    def forward(self, x, axis=None, keepdims=False):
+        out = np.mean(x, axis=axis, keepdims=keepdims)
+        self.in_shape, self.keep = x.shape, _keep(x.shape, axis)
+        self.n = x.size // max(out.size, 1) if x.size else 0
+        return out
+
+    def backward(self, g):
+        return (np.broadcast_to(g.reshape(self.keep) / max(self.n, 1), self.in_shape),)
+
+
+class Max(Op):
+    """d max(x) = g at the maxima, split evenly among ties (as PyTorch's amax)"""
+
+    reduce = staticmethod(np.max)
+
+    def forward(self, x, axis=None, keepdims=False):
+        out = self.reduce(x, axis=axis, keepdims=True)
+        self.saved = (x, out)
+        self.axis = axis
+        return out if keepdims else out.reshape(_drop(x.shape, axis))
+
+    def backward(self, g):
+        x, out = self.saved
+        mask = x == out
+        count = mask.sum(axis=self.axis, keepdims=True)
+        return (mask * (g.reshape(out.shape) / count).astype(g.dtype, copy=False),)
+
+
+class Min(Max):
+    """d min(x) = g at the minima, split evenly among ties (as PyTorch's amin)"""
+
+    reduce = staticmethod(np.min)
+
+
+def _drop(shape: tuple, axis) -> tuple:
+    """The shape a reduction over ``axis`` has with keepdims=False."""
+    if axis is None:
+        return ()
+    axes = {a % len(shape) for a in ((axis,) if isinstance(axis, int) else axis)}
+    return tuple(s for i, s in enumerate(shape) if i not in axes)
+
+
+class Softmax(Op):
+    """d softmax(x) = y*(g - sum(g*y))"""
+
+    def forward(self, x, axis=-1):
+        e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+        y = e / e.sum(axis=axis, keepdims=True)
+        self.saved, self.axis = (y,), axis
+        return y
+
+    def backward(self, g):
+        y = self.saved[0]
+        gy = g * y
+        return (gy - y * gy.sum(axis=self.axis, keepdims=True),)
+
+
+def _logsumexp(x: Array, axis) -> Array:
+    """log(sum(exp(x))) with keepdims, shifted by the max so it never overflows."""
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    return m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+
+
+class LogSoftmax(Op):
+    """d log_softmax(x) = g - softmax(x)*sum(g)"""
+
+    def forward(self, x, axis=-1):
+        y = x - _logsumexp(x, axis)
+        self.saved, self.axis = (y,), axis
+        return y
+
+    def backward(self, g):
+        y = self.saved[0]
+        return (g - np.exp(y) * g.sum(axis=self.axis, keepdims=True),)
+
+
+class LogSumExp(Op):
+    """d logsumexp(x) = g*softmax(x)"""
+
+    def forward(self, x, axis=None, keepdims=False):
+        out = _logsumexp(x, axis)
+        self.saved = (x, out)
+        return out if keepdims else out.reshape(_drop(x.shape, axis))
+
+    def backward(self, g):
+        x, out = self.saved
+        return (g.reshape(out.shape) * np.exp(x - out),)
+
+
+# --------------------------------------------------------------------------------------------- movement
+
+
+class Reshape(Op):
+    """d reshape(x) = g reshaped back"""
+
+    def forward(self, x, shape=()):
+        self.in_shape = x.shape
+        return x.reshape(shape)
+
+    def backward(self, g):
+        return (g.reshape(self.in_shape),)
+
+
+class Transpose(Op):
+    """d transpose(x, axes) = g transposed by the inverse permutation"""
+
+    def forward(self, x, axes=None):
+        self.axes = tuple(range(x.ndim))[::-1] if axes is None else axes
+        return np.transpose(x, self.axes)
+
+    def backward(self, g):
+        return (np.transpose(g, np.argsort(self.axes)),)
+
+
+class Expand(Op):
+    """d broadcast_to(x) = g; the engine's unbroadcast sums it back to x's shape"""
+
+    def forward(self, x, shape=()):
+        return np.broadcast_to(x, shape)
+
+    def backward(self, g):
+        return (g,)
+
+
+def _is_basic(idx) -> bool:
+    """True for an index of ints, slices, None and Ellipsis only (a view: no element is picked twice)."""
+    parts = idx if isinstance(idx, tuple) else (idx,)
+    return all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in parts)
+
+
+class GetItem(Op):
+    """d x[idx] = g scattered into zeros; repeated integer indices add up (np.add.at)"""
+
+    def forward(self, x, idx=None):
+        self.in_shape, self.idx = x.shape, idx
+        return x[idx]
+
+    def backward(self, g):
+        out = np.zeros(self.in_shape, g.dtype)
+        if _is_basic(self.idx):
+            out[self.idx] = g
+        else:
+            np.add.at(out, self.idx, g)
+        return (out,)
+
+
+class Cat(Op):
+    """d cat(xs) = g split back into the pieces"""
+
+    def forward(self, *xs, axis=0):
+        self.axis = axis
+        self.bounds = np.cumsum([x.shape[axis] for x in xs[:-1]])
+        return np.concatenate(xs, axis=axis)
+
+    def backward(self, g):
+        return tuple(np.split(g, self.bounds, axis=self.axis))
+
+
+class Stack(Op):
+    """d stack(xs) = g unstacked along the new axis"""
+
+    def forward(self, *xs, axis=0):
+        out = np.stack(xs, axis=axis)
+        self.axis = axis % out.ndim
+        return out
+
+    def backward(self, g):
+        lead = (slice(None),) * self.axis
+        return tuple(g[(*lead, i)] for i in range(g.shape[self.axis]))

@@ -1,0 +1,870 @@
+"""The Tensor and the reverse-mode engine.
+
+A Tensor wraps an ndarray. Every op on Tensors that need a gradient records one node (an ``ops.Op``) that
+holds the op's inputs and what its VJP needs: the graph is built while the program runs (define-by-run).
+``backward()`` orders the graph iteratively (no recursion, so 100,000 unrolled steps are fine), runs each
+node's VJP once in reverse order, reduces broadcast gradients in one place (``unbroadcast``) and sums
+gradients that meet at a tensor used more than once: that sum is backpropagation through time's sum over
+time steps for weights shared by every step.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from . import ops
+
+# ------------------------------------------------------------------------------------------------ global state
+
+
+class _State:
+    """Process-wide switches read on every op: kept as plain attributes so that reading them is cheap."""
+
+    grad_enabled: bool = True
+    anomaly: bool = False
+    scope: tuple = ()
+    default_dtype: np.dtype = np.dtype(np.float32)
+    rng: np.random.Generator = np.random.default_rng()
+
+
+_state = _State()
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the generator behind every random factory, initializer and dropout mask."""
+    _state.rng = np.random.default_rng(seed)
+
+
+def get_rng() -> np.random.Generator:
+    """The generator seeded by ``manual_seed`` (for layers that draw random numbers)."""
+    return _state.rng
+
+
+def set_default_dtype(dtype: Any) -> None:
+    """Set the float dtype of tensors made from Python numbers and of factories (float32 by default)."""
+    dt = np.dtype(dtype)
+    if dt.kind != "f":
+        raise TypeError(f"set_default_dtype: need a floating dtype, got {dt}")
+    _state.default_dtype = dt
+
+
+def get_default_dtype() -> np.dtype:
+    """The current default float dtype."""
+    return _state.default_dtype
+
+
+class _Switch:
+    """A context manager that is also a decorator: sets one ``_State`` attribute, restores it on exit."""
+
+    attr = ""
+    value: Any = None
+
+    def __enter__(self) -> None:
+        self._prev = getattr(_state, self.attr)
+        setattr(_state, self.attr, self.value)
+
+    def __exit__(self, *exc: object) -> None:
+        setattr(_state, self.attr, self._prev)
+
+    def __call__(self, fn: Callable) -> Callable:
+        switch = type(self)
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            with switch():
+                return fn(*args, **kwargs)
+
+        wrapped.__name__, wrapped.__doc__ = fn.__name__, fn.__doc__
+        return wrapped
+
+
+class no_grad(_Switch):
+    """Record nothing inside: results need no gradient (context manager or decorator)."""
+
+    attr, value = "grad_enabled", False
+
+
+class enable_grad(_Switch):
+    """Record again inside a ``no_grad`` region (context manager or decorator)."""
+
+    attr, value = "grad_enabled", True
+
+
+class detect_anomaly(_Switch):
+    """Raise as soon as an op's forward or backward produces NaN or Inf, naming the op, scope and shapes."""
+
+    attr, value = "anomaly", True
+
+
+class scope:
+    """Tag every op recorded inside with this name: ``with scope("lstm"), scope("t=3"): ...``.
+
+    Ops keep the tuple of enclosing names as ``node.scope``; the graph renderer draws one cluster per scope.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = str(name)
+
+    def __enter__(self) -> scope:
+        self._prev = _state.scope
+        _state.scope = (*self._prev, self.name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _state.scope = self._prev
+
+
+def current_scope() -> tuple:
+    """The tuple of scope names in force now."""
+    return _state.scope
+
+
+class AnomalyError(RuntimeError):
+    """Raised under ``detect_anomaly()`` when an op produces NaN or Inf."""
+
+
+# ------------------------------------------------------------------------------------------------ the Tensor
+
+_OK_KINDS = "fiub"
+
+
+def _to_array(data: Any, dtype: Any) -> np.ndarray:
+    """Turn user data into an ndarray: Python floats take the default dtype, ndarrays keep theirs."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+    if isinstance(data, np.ndarray):
+        arr = data if dtype is None else data.astype(dtype, copy=False)
+    else:
+        try:
+            arr = np.asarray(data, dtype=dtype)
+        except (ValueError, TypeError) as e:
+            raise TypeError(f"Tensor: cannot make an array from {type(data).__name__}: {e}") from None
+        if dtype is None and arr.dtype.kind == "f":
+            arr = arr.astype(_state.default_dtype, copy=False)
+    if arr.dtype.kind not in _OK_KINDS:
+        raise TypeError(f"Tensor: data of dtype {arr.dtype} is not numeric (need float, int or bool)")
+    return arr
+
+
+class Tensor:
+    """An n-dimensional array that records the ops applied to it, so ``backward()`` can find gradients."""
+
+    __slots__ = ("__weakref__", "_ctx", "_cut", "_hooks", "_retain", "data", "grad", "name", "requires_grad")
+    __array_ufunc__ = None  # ndarray + Tensor defers to Tensor.__radd__ instead of looping elementwise
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None):
+        self.data = _to_array(data, dtype)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(f"Tensor: only floating tensors can require grad, got dtype {self.data.dtype}")
+        self.requires_grad = bool(requires_grad)
+        self.grad: np.ndarray | None = None
+        self._ctx: ops.Op | None = None
+        self.name = name
+        self._retain = False
+        self._hooks: list | None = None
+        self._cut = None
+
+    @staticmethod
+    def _make(data: np.ndarray, ctx: ops.Op | None) -> Tensor:
+        """Fast constructor for op outputs: no validation, the data is already an ndarray."""
+        t = object.__new__(Tensor)
+        t.data, t.grad, t._ctx, t.requires_grad = data, None, ctx, ctx is not None
+        t.name, t._retain, t._hooks, t._cut = None, False, None, None
+        return t
+
+    # -- properties
+    @property
+    def shape(self) -> tuple:
+        """The shape of the data."""
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return self.data.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The numpy dtype of the data."""
+        return self.data.dtype
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors made by the user (not by an op): only they keep ``.grad`` by default."""
+        return self._ctx is None
+
+    @property
+    def grad_fn(self) -> ops.Op | None:
+        """The graph node that produced this tensor, or None for a leaf."""
+        return self._ctx
+
+    @property
+    def detached_from(self) -> Tensor | None:
+        """For a tensor made by ``detach()``: the tensor it was cut from, while that still exists."""
+        return self._cut() if self._cut is not None else None
+
+    @property
+    def T(self) -> Tensor:
+        """All axes reversed (numpy's ``.T``)."""
+        return self.transpose()
+
+    def numel(self) -> int:
+        """Number of elements."""
+        return self.data.size
+
+    def __len__(self) -> int:
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return len(self.data)
+
+    def numpy(self) -> np.ndarray:
+        """The data as an ndarray (shared, not copied)."""
+        return self.data
+
+    def item(self) -> float | int | bool:
+        """The value of a one-element tensor as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item: only one-element tensors convert to a Python number, got shape {self.shape}")
+        return self.data.item()
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise ValueError(f"bool: the truth value of a tensor of shape {self.shape} is ambiguous")
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __repr__(self) -> str:
+        extra = f", name={self.name!r}" if self.name else ""
+        if self._ctx is not None:
+            extra += f", grad_fn={self._ctx.backward_name}"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        body = np.array2string(self.data, separator=", ", threshold=20, edgeitems=2)
+        return f"Tensor({body}, shape={self.shape}, dtype={self.dtype}{extra})"
+
+    __hash__ = object.__hash__
+
+    def detach(self) -> Tensor:
+        """A new leaf sharing this data, cut from the graph; it remembers the cut for graph drawings."""
+        t = Tensor._make(self.data, None)
+        t.name = self.name
+        if self.requires_grad:
+            t._cut = weakref.ref(self)
+        return t
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Set ``requires_grad`` on a leaf in place; returns self."""
+        if not self.is_leaf:
+            raise RuntimeError("requires_grad_: only leaf tensors can change requires_grad")
+        if requires_grad and self.dtype.kind != "f":
+            raise TypeError(f"requires_grad_: only floating tensors can require grad, got dtype {self.dtype}")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` on this intermediate tensor after backward (leaves keep it anyway)."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad: this tensor does not require grad")
+        self._retain = True
+
+    def register_hook(self, fn: Callable[[np.ndarray], np.ndarray | None]) -> Callable[[], None]:
+        """Call ``fn(grad)`` when this tensor's gradient is complete; a returned array replaces it.
+
+        Returns a function that removes the hook.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("register_hook: this tensor does not require grad")
+        if self._hooks is None:
+            self._hooks = []
+        self._hooks.append(fn)
+        hooks = self._hooks
+        return lambda: hooks.remove(fn) if fn in hooks else None
+
+    def astype(self, dtype: Any) -> Tensor:
+        """Cast to ``dtype``; the gradient is cast back."""
+        dt = np.dtype(dtype)
+        return self if dt == self.dtype else _apply(ops.Cast, self, dtype=dt)
+
+    def float(self) -> Tensor:
+        """Cast to float32."""
+        return self.astype(np.float32)
+
+    def double(self) -> Tensor:
+        """Cast to float64."""
+        return self.astype(np.float64)
+
+    # -- the engine
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` that requires grad.
+
+        ``grad`` is the gradient of some scalar with respect to self (needed unless self has one element).
+        The graph is released afterwards unless ``retain_graph=True``.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad and has no graph to walk")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward: grad must be given for a non-scalar output of shape {self.shape} "
+                    "(or reduce it to one element first, e.g. .sum())"
+                )
+            g = np.ones(self.shape, self.dtype)
+        else:
+            g = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            if g.shape != self.shape:
+                raise ValueError(f"backward: grad of shape {g.shape} given for a tensor of shape {self.shape}")
+        _backward(self, g, retain_graph)
+
+    # -- binary ops
+    def _lift(self, x: Any) -> Tensor:
+        """Make ``x`` a Tensor; a Python number takes this tensor's float dtype (no float64 upcast)."""
+        if isinstance(x, Tensor):
+            return x
+        if isinstance(x, (int, float, bool)) and self.data.dtype.kind == "f":
+            return Tensor._make(np.asarray(x, self.data.dtype), None)
+        return Tensor(x)
+
+    def __add__(self, x: Any) -> Tensor:
+        return _apply(ops.Add, self, self._lift(x))
+
+    def __radd__(self, x: Any) -> Tensor:
+        return _apply(ops.Add, self._lift(x), self)
+
+    def __sub__(self, x: Any) -> Tensor:
+        return _apply(ops.Sub, self, self._lift(x))
+
+    def __rsub__(self, x: Any) -> Tensor:
+        return _apply(ops.Sub, self._lift(x), self)
+
+    def __mul__(self, x: Any) -> Tensor:
+        return _apply(ops.Mul, self, self._lift(x))
+
+    def __rmul__(self, x: Any) -> Tensor:
+        return _apply(ops.Mul, self._lift(x), self)
+
+    def __truediv__(self, x: Any) -> Tensor:
+        return _apply(ops.Div, self, self._lift(x))
+
+    def __rtruediv__(self, x: Any) -> Tensor:
+        return _apply(ops.Div, self._lift(x), self)
+
+    def __pow__(self, x: Any) -> Tensor:
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+            return _apply(ops.PowScalar, self, p=x)
+        return _apply(ops.Pow, self, self._lift(x))
+
+    def __rpow__(self, x: Any) -> Tensor:
+        return _apply(ops.Pow, self._lift(x), self)
+
+    def __matmul__(self, x: Any) -> Tensor:
+        return _apply(ops.MatMul, self, self._lift(x))
+
+    def __rmatmul__(self, x: Any) -> Tensor:
+        return _apply(ops.MatMul, self._lift(x), self)
+
+    def __neg__(self) -> Tensor:
+        return _apply(ops.Neg, self)
+
+    def matmul(self, other: Any) -> Tensor:
+        """Matrix product with numpy's rules (1-D, 2-D and batched)."""
+        return self @ other
+
+    # -- comparisons: results carry no gradient
+    def _cmp(self, x: Any, fn: Callable) -> Tensor:
+        other = x.data if isinstance(x, Tensor) else x
+        try:
+            return Tensor._make(fn(self.data, other), None)
+        except ValueError as e:
+            raise ValueError(f"{fn.__name__}: shapes {self.shape} and {np.shape(other)}: {e}") from None
+
+    def __lt__(self, x: Any) -> Tensor:
+        return self._cmp(x, np.less)
+
+    def __le__(self, x: Any) -> Tensor:
+        return self._cmp(x, np.less_equal)
+
+    def __gt__(self, x: Any) -> Tensor:
+        return self._cmp(x, np.greater)
+
+    def __ge__(self, x: Any) -> Tensor:
+        return self._cmp(x, np.greater_equal)
+
+    def __eq__(self, x: Any) -> Tensor:  # type: ignore[override]
+        return self._cmp(x, np.equal)
+
+    def __ne__(self, x: Any) -> Tensor:  # type: ignore[override]
+        return self._cmp(x, np.not_equal)
+
+    # -- unary ops
+    def exp(self) -> Tensor:
+        """e**x."""
+        return _apply(ops.Exp, self)
+
+    def log(self) -> Tensor:
+        """Natural logarithm."""
+        return _apply(ops.Log, self)
+
+    def sqrt(self) -> Tensor:
+        """Square root."""
+        return _apply(ops.Sqrt, self)
+
+    def abs(self) -> Tensor:
+        """Absolute value."""
+        return _apply(ops.Abs, self)
+
+    def tanh(self) -> Tensor:
+        """Hyperbolic tangent (one node)."""
+        return _apply(ops.Tanh, self)
+
+    def sigmoid(self) -> Tensor:
+        """Logistic function 1/(1+exp(-x)) (one node, no overflow for any x)."""
+        return _apply(ops.Sigmoid, self)
+
+    def relu(self) -> Tensor:
+        """max(x, 0)."""
+        return _apply(ops.Relu, self)
+
+    def leaky_relu(self, slope: float = 0.01) -> Tensor:
+        """x for x > 0, else slope*x."""
+        return _apply(ops.LeakyRelu, self, slope=float(slope))
+
+    def clip(self, lo: float | None = None, hi: float | None = None) -> Tensor:
+        """Clamp values into [lo, hi] (either bound may be None)."""
+        if lo is None and hi is None:
+            raise ValueError("clip: give at least one of lo and hi")
+        return _apply(ops.Clip, self, lo=lo, hi=hi)
+
+    # -- reductions
+    def _axis(self, op: str, axis: Any) -> Any:
+        """Check ``axis`` (None, int or tuple of ints) against ndim, with a clear error."""
+        if axis is None:
+            return None
+        axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+        nd = self.ndim
+        for a in axes:
+            if not isinstance(a, (int, np.integer)) or not -nd <= a < max(nd, 1) or nd == 0:
+                raise ValueError(f"{op}: axis {axis} is out of range for a tensor of shape {self.shape}")
+        if len({a % nd for a in axes}) != len(axes):
+            raise ValueError(f"{op}: repeated axis in {axis}")
+        return int(axis) if isinstance(axis, (int, np.integer)) else tuple(int(a) for a in axes)
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Sum over ``axis`` (all axes by default)."""
+        return _apply(ops.Sum, self, axis=self._axis("sum", axis), keepdims=keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Mean over ``axis`` (all axes by default)."""
+        return _apply(ops.Mean, self, axis=self._axis("mean", axis), keepdims=keepdims)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Maximum over ``axis``; the gradient is split evenly among ties."""
+        if self.data.size == 0:
+            raise ValueError(f"max: cannot reduce an empty tensor of shape {self.shape}")
+        return _apply(ops.Max, self, axis=self._axis("max", axis), keepdims=keepdims)
+
+    def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Minimum over ``axis``; the gradient is split evenly among ties."""
+        if self.data.size == 0:
+            raise ValueError(f"min: cannot reduce an empty tensor of shape {self.shape}")
+        return _apply(ops.Min, self, axis=self._axis("min", axis), keepdims=keepdims)
+
+    def softmax(self, axis: int = -1) -> Tensor:
+        """exp(x)/sum(exp(x)) along ``axis`` (one node, shifted by the max so it never overflows)."""
+        return _apply(ops.Softmax, self, axis=self._axis("softmax", axis))
+
+    def log_softmax(self, axis: int = -1) -> Tensor:
+        """x - logsumexp(x) along ``axis`` (one node, stable)."""
+        return _apply(ops.LogSoftmax, self, axis=self._axis("log_softmax", axis))
+
+    def logsumexp(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """log(sum(exp(x))) over ``axis`` (one node, stable)."""
+        return _apply(ops.LogSumExp, self, axis=self._axis("logsumexp", axis), keepdims=keepdims)
+
+    # -- movement
+    def reshape(self, *shape: Any) -> Tensor:
+        """Same data, new shape (one entry may be -1)."""
+        shape = _shape_arg(shape)
+        if shape == self.shape:
+            return self
+        return _apply(ops.Reshape, self, shape=shape)
+
+    def transpose(self, *axes: Any) -> Tensor:
+        """Permute axes (reverse them when none are given), as numpy."""
+        axes = _shape_arg(axes) if axes else None
+        if axes is not None and sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)):
+            raise ValueError(f"transpose: axes {axes} are not a permutation for a tensor of shape {self.shape}")
+        if axes is not None:
+            axes = tuple(a % self.ndim for a in axes)
+        return _apply(ops.Transpose, self, axes=axes)
+
+    def permute(self, *axes: Any) -> Tensor:
+        """Permute axes into the given order."""
+        if not axes:
+            raise ValueError("permute: give the new order of all axes")
+        return self.transpose(*axes)
+
+    def expand(self, *shape: Any) -> Tensor:
+        """Broadcast to ``shape`` without copying (-1 keeps a dimension)."""
+        shape = _shape_arg(shape)
+        if len(shape) < self.ndim:
+            raise ValueError(f"expand: cannot expand shape {self.shape} to fewer dimensions {shape}")
+        lead = len(shape) - self.ndim
+        shape = tuple(self.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(shape))
+        if shape == self.shape:
+            return self
+        return _apply(ops.Expand, self, shape=shape)
+
+    broadcast_to = expand
+
+    def __getitem__(self, idx: Any) -> Tensor:
+        return _apply(ops.GetItem, self, idx=_index_arg(idx))
+
+    def split(self, size_or_sizes: int | Sequence[int], axis: int = 0) -> list[Tensor]:
+        """Pieces of ``size`` along ``axis`` (the last may be smaller), or of the listed sizes."""
+        axis = self._axis("split", axis) % self.ndim
+        n = self.shape[axis]
+        if isinstance(size_or_sizes, (int, np.integer)):
+            if size_or_sizes <= 0:
+                raise ValueError(f"split: size must be positive, got {size_or_sizes}")
+            sizes = [min(size_or_sizes, n - s) for s in range(0, n, int(size_or_sizes))]
+        else:
+            sizes = [int(s) for s in size_or_sizes]
+            if sum(sizes) != n or any(s < 0 for s in sizes):
+                raise ValueError(f"split: sizes {sizes} do not add up to {n} (axis {axis} of shape {self.shape})")
+        lead, out, start = (slice(None),) * axis, [], 0
+        for s in sizes:
+            out.append(self[(*lead, slice(start, start + s))])
+            start += s
+        return out
+
+    def chunk(self, n: int, axis: int = 0) -> list[Tensor]:
+        """Split into ``n`` pieces of equal size along ``axis`` (the last may be smaller, as PyTorch)."""
+        if n <= 0:
+            raise ValueError(f"chunk: number of chunks must be positive, got {n}")
+        size = self.shape[self._axis("chunk", axis)]
+        return self.split(max(1, math.ceil(size / n)), axis)
+
+    # -- factories
+    @staticmethod
+    def _factory(data: np.ndarray, dtype: Any, requires_grad: bool, name: str | None) -> Tensor:
+        dt = np.dtype(dtype) if dtype is not None else _state.default_dtype
+        return Tensor(data.astype(dt, copy=False), requires_grad=requires_grad, name=name)
+
+    @staticmethod
+    def zeros(*shape: Any, dtype: Any = None, requires_grad: bool = False, name: str | None = None) -> Tensor:
+        """A tensor of zeros."""
+        return Tensor._factory(np.zeros(_shape_arg(shape, "zeros")), dtype, requires_grad, name)
+
+    @staticmethod
+    def ones(*shape: Any, dtype: Any = None, requires_grad: bool = False, name: str | None = None) -> Tensor:
+        """A tensor of ones."""
+        return Tensor._factory(np.ones(_shape_arg(shape, "ones")), dtype, requires_grad, name)
+
+    @staticmethod
+    def full(
+        shape: Any, fill_value: float, dtype: Any = None, requires_grad: bool = False, name: str | None = None
+    ) -> Tensor:
+        """A tensor filled with ``fill_value``."""
+        return Tensor._factory(np.full(_shape_arg((shape,), "full"), fill_value), dtype, requires_grad, name)
+
+    @staticmethod
+    def randn(*shape: Any, dtype: Any = None, requires_grad: bool = False, name: str | None = None) -> Tensor:
+        """Standard normal samples (seeded by ``manual_seed``)."""
+        return Tensor._factory(_state.rng.standard_normal(_shape_arg(shape, "randn")), dtype, requires_grad, name)
+
+    @staticmethod
+    def rand(*shape: Any, dtype: Any = None, requires_grad: bool = False, name: str | None = None) -> Tensor:
+        """Uniform samples in [0, 1) (seeded by ``manual_seed``)."""
+        return Tensor._factory(_state.rng.random(_shape_arg(shape, "rand")), dtype, requires_grad, name)
+
+    @staticmethod
+    def uniform(
+        *shape: Any,
+        low: float = 0.0,
+        high: float = 1.0,
+        dtype: Any = None,
+        requires_grad: bool = False,
+        name: str | None = None,
+    ) -> Tensor:
+        """Uniform samples in [low, high) (seeded by ``manual_seed``)."""
+        data = _state.rng.uniform(low, high, _shape_arg(shape, "uniform"))
+        return Tensor._factory(data, dtype, requires_grad, name)
+
+    @staticmethod
+    def eye(
+        n: int, m: int | None = None, dtype: Any = None, requires_grad: bool = False, name: str | None = None
+    ) -> Tensor:
+        """An n x m identity matrix."""
+        _shape_arg((n, n if m is None else m), "eye")
+        return Tensor._factory(np.eye(n, m), dtype, requires_grad, name)
+
+    @staticmethod
+    def zeros_like(t: Tensor, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+        """Zeros of ``t``'s shape and dtype."""
+        return Tensor.zeros(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+    @staticmethod
+    def ones_like(t: Tensor, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+        """Ones of ``t``'s shape and dtype."""
+        return Tensor.ones(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+    @staticmethod
+    def full_like(t: Tensor, fill_value: float, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+        """``fill_value`` in ``t``'s shape and dtype."""
+        return Tensor.full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+    @staticmethod
+    def randn_like(t: Tensor, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+        """Standard normal samples in ``t``'s shape and dtype."""
+        return Tensor.randn(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+    @staticmethod
+    def rand_like(t: Tensor, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+        """Uniform [0, 1) samples in ``t``'s shape and dtype."""
+        return Tensor.rand(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+    @staticmethod
+    def uniform_like(
+        t: Tensor, low: float = 0.0, high: float = 1.0, dtype: Any = None, requires_grad: bool = False
+    ) -> Tensor:
+        """Uniform [low, high) samples in ``t``'s shape and dtype."""
+        return Tensor.uniform(t.shape, low=low, high=high, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+
+def _shape_arg(shape: tuple, op: str = "reshape") -> tuple:
+    """Accept ``f(2, 3)`` and ``f((2, 3))`` alike; every entry must be an int."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shape):
+        raise TypeError(f"{op}: shape must be ints, got {shape}")
+    if op != "reshape" and any(s < 0 for s in shape):
+        raise ValueError(f"{op}: negative dimension in shape {shape}")
+    return tuple(int(s) for s in shape)
+
+
+def _index_arg(idx: Any) -> Any:
+    """Replace Tensors inside an index by their arrays; lists become integer (or bool) arrays."""
+    if isinstance(idx, tuple):
+        return tuple(_index_arg(i) for i in idx)
+    if isinstance(idx, Tensor):
+        return idx.data
+    if isinstance(idx, list):
+        return np.asarray(idx)
+    return idx
+
+
+# ------------------------------------------------------------------------------------------------ recording
+
+
+def _apply(op_cls: type, *args: Tensor, **kwargs: Any) -> Tensor:
+    """Run one op forward and, when any input needs a gradient, record it as a graph node."""
+    fn = op_cls()
+    try:
+        out = fn.forward(*[a.data for a in args], **kwargs)
+    except (ValueError, IndexError, TypeError) as e:
+        raise _op_error(op_cls.__name__, e, args) from None
+    if _state.anomaly:
+        _check_finite(out, fn.name, args)
+    t = object.__new__(Tensor)
+    t.data, t.grad, t.name, t._retain, t._hooks, t._cut = out, None, None, False, None, None
+    if _state.grad_enabled:
+        needs = tuple([a.requires_grad for a in args])
+        if True in needs:
+            fn.parents, fn.needs, fn.scope, fn.out = args, needs, _state.scope, weakref.ref(t)
+            t._ctx, t.requires_grad = fn, True
+            return t
+    t._ctx, t.requires_grad = None, False
+    return t
+
+
+def _op_error(name: str, e: Exception, args: Sequence[Tensor]) -> Exception:
+    """Name the op and its input shapes in an error numpy raised (ours already start with the op name)."""
+    if str(e).startswith(name + ":"):
+        return e
+    shapes = ", ".join(str(a.shape) for a in args)
+    return type(e)(f"{name}: {e} (input shapes {shapes})")
+
+
+def _check_finite(arr: np.ndarray, what: str, args: Sequence[Tensor], scope_: tuple | None = None) -> None:
+    """Under detect_anomaly(): raise AnomalyError naming the op, its scope and its inputs' shapes."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        shapes = ", ".join(str(a.shape) for a in args)
+        where = "/".join(scope_ if scope_ is not None else _state.scope) or "<top level>"
+        bad = "NaN" if np.isnan(arr).any() else "Inf"
+        raise AnomalyError(f"{what} produced {bad} (scope {where}, input shapes {shapes})")
+
+
+def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum a gradient over the axes that broadcasting added or stretched, so it has ``shape`` again."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1)
+    return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
+
+
+def _toposort(root: Tensor) -> list[Tensor]:
+    """Tensors that need a gradient, each after everything it depends on; an explicit stack, no recursion."""
+    order: list[Tensor] = []
+    seen: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        t, done = stack.pop()
+        if done:
+            order.append(t)
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        stack.append((t, True))
+        ctx = t._ctx
+        if ctx is not None:
+            if ctx.parents is None:
+                raise RuntimeError(
+                    "backward: trying to backward through a graph a second time: its saved arrays were "
+                    "released by the first backward; pass retain_graph=True to the first call"
+                )
+            for p in ctx.parents:
+                if p.requires_grad and id(p) not in seen:
+                    stack.append((p, False))
+    return order
+
+
+def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
+    """The one chain-rule loop: VJPs in reverse topological order, gradients summed where paths meet."""
+    grads: dict[int, np.ndarray] = {id(root): g}
+    owned: set[int] = set()  # gradients this loop allocated itself, safe to add into in place
+    for t in reversed(_toposort(root)):
+        g = grads.pop(id(t), None)
+        if g is None:
+            continue
+        if t._hooks:
+            for hook in list(t._hooks):
+                new = hook(g)
+                if new is not None:
+                    g = np.asarray(new.data if isinstance(new, Tensor) else new, dtype=t.dtype)
+        ctx = t._ctx
+        if ctx is None or t._retain:
+            # A leaf (or a retained intermediate) keeps a private copy: the same array may flow to others.
+            t.grad = g.copy() if t.grad is None else t.grad + g
+        if ctx is None:
+            continue
+        in_grads = ctx.backward(g)
+        parents = ctx.parents
+        if retain_graph:
+            ctx.grad_out = g
+        for p, gp in zip(parents, in_grads):
+            if gp is None or not p.requires_grad:
+                continue
+            gp = unbroadcast(gp, p.data.shape)
+            if gp.shape != p.data.shape:
+                raise RuntimeError(f"{ctx.backward_name}: gradient of shape {gp.shape} for an input of shape {p.shape}")
+            if gp.dtype != p.data.dtype:
+                gp = gp.astype(p.data.dtype)
+            if _state.anomaly:
+                _check_finite(gp, ctx.backward_name, parents, ctx.scope)
+            k = id(p)
+            prev = grads.get(k)
+            if prev is None:
+                grads[k] = gp
+            elif k in owned:
+                # This += is BPTT's sum over time: a weight used at every step gets one term per step.
+                prev += gp
+            else:
+                grads[k] = prev + gp
+                owned.add(k)
+        if retain_graph:
+            ctx.grads_in = tuple(None if x is None else unbroadcast(x, p.shape) for x, p in zip(in_grads, parents))
+        else:
+            ctx.saved, ctx.parents = None, None  # release: frees the arrays and, with them, the graph
+
+
+# ------------------------------------------------------------------------------------------------ functions
+
+
+def _tensors(values: Sequence[Any], op: str) -> list[Tensor]:
+    if not isinstance(values, (list, tuple)) or not values:
+        raise ValueError(f"{op}: need a non-empty list of tensors")
+    first = next((v for v in values if isinstance(v, Tensor)), None)
+    return [v if isinstance(v, Tensor) else (first._lift(v) if first is not None else Tensor(v)) for v in values]
+
+
+def cat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis."""
+    ts = _tensors(tensors, "cat")
+    nd = ts[0].ndim
+    if nd == 0 or any(t.ndim != nd for t in ts) or not -nd <= axis < nd:
+        raise ValueError(
+            f"cat: need tensors of one rank >= 1 and a valid axis {axis}, got shapes {[t.shape for t in ts]}"
+        )
+    ax = axis % nd
+    if any(t.shape[:ax] + t.shape[ax + 1 :] != ts[0].shape[:ax] + ts[0].shape[ax + 1 :] for t in ts):
+        raise ValueError(f"cat: shapes {[t.shape for t in ts]} differ outside axis {axis}")
+    return _apply(ops.Cat, *ts, axis=ax)
+
+
+def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+    """Join tensors of one shape along a new axis."""
+    ts = _tensors(tensors, "stack")
+    if any(t.shape != ts[0].shape for t in ts):
+        raise ValueError(f"stack: all shapes must be equal, got {[t.shape for t in ts]}")
+    if not -ts[0].ndim - 1 <= axis <= ts[0].ndim:
+        raise ValueError(f"stack: axis {axis} is out of range for shapes {ts[0].shape}")
+    return _apply(ops.Stack, *ts, axis=axis)
+
+
+def _pair(a: Any, b: Any) -> tuple[Tensor, Tensor]:
+    """Two operands as Tensors; a Python number takes the dtype of the Tensor beside it."""
+    if not isinstance(a, Tensor):
+        a = b._lift(a) if isinstance(b, Tensor) else Tensor(a)
+    return a, a._lift(b)
+
+
+def where(cond: Any, a: Any, b: Any) -> Tensor:
+    """Elementwise ``a`` where ``cond`` is true, else ``b``; ``cond`` gets no gradient."""
+    c = Tensor(np.asarray(cond.data if isinstance(cond, Tensor) else cond, dtype=bool))
+    return _apply(ops.Where, c, *_pair(a, b))
+
+
+def maximum(a: Any, b: Any) -> Tensor:
+    """Elementwise maximum; ties split the gradient evenly."""
+    return _apply(ops.Maximum, *_pair(a, b))
+
+
+def minimum(a: Any, b: Any) -> Tensor:
+    """Elementwise minimum; ties split the gradient evenly."""
+    return _apply(ops.Minimum, *_pair(a, b))
+
+
+def walk(*roots: Tensor) -> Iterator[Tensor]:
+    """Every tensor reachable from ``roots`` through recorded ops, each once (no recursion)."""
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        yield t
+        if t._ctx is not None and t._ctx.parents is not None:
+            stack.extend(t._ctx.parents)
+
+
+@contextmanager
+def default_dtype(dtype: Any) -> Iterator[None]:
+    """Use ``dtype`` as the default float dtype inside the block."""
+    prev = _state.default_dtype
+    set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        _state.default_dtype = prev
