@@ -188,10 +188,11 @@ class MatMul(Op):
             return ga, gb
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        if a.ndim == 1:
-            g = np.expand_dims(g, -2)
+        # Restore the dimensions numpy dropped; b's trailing one first, so that 1-D @ 1-D (a 0-d g) works too.
         if b.ndim == 1:
             g = np.expand_dims(g, -1)
+        if a.ndim == 1:
+            g = np.expand_dims(g, -2)
         ga = gb = None
         if self.needs[0]:
             ga = g @ np.swapaxes(b2, -1, -2)
