@@ -26,6 +26,8 @@ class Op:
 
     saved: tuple = ()
     needs: tuple = (True, True)
+    # Ops whose VJP scatters into a part of their single input define ``backward_into(g, acc)``; see GetItem.
+    backward_into = None
     grad_out: Array | None = None
     grads_in: tuple | None = None
 
@@ -543,11 +545,19 @@ class GetItem(Op):
 
     def backward(self, g):
         out = np.zeros(self.in_shape, g.dtype)
-        if _is_basic(self.idx):
-            out[self.idx] = g
-        else:
-            np.add.at(out, self.idx, g)
+        self.backward_into(g, out)
         return (out,)
+
+    def backward_into(self, g, acc):
+        """Add the VJP into ``acc``, the input's gradient buffer, in place (a sparse VJP).
+
+        The engine uses this instead of ``backward`` so that T slices of one tensor (the steps of an unrolled
+        sequence, the gates of an LSTM) cost one buffer plus T slice-adds, not T full-size zero arrays.
+        """
+        if _is_basic(self.idx):
+            acc[self.idx] += g
+        else:
+            np.add.at(acc, self.idx, g)
 
 
 class Cat(Op):

@@ -758,6 +758,23 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
             t.grad = g.copy() if t.grad is None else t.grad + g
         if ctx is None:
             continue
+        if ctx.backward_into is not None and not retain_graph:
+            # A slice's VJP: add it into the input's own gradient buffer instead of scattering into fresh zeros.
+            p = ctx.parents[0]
+            if p.requires_grad:
+                if _state.anomaly:
+                    _check_finite(g, ctx.backward_name, ctx.parents, ctx.scope)
+                k = id(p)
+                buf = grads.get(k)
+                if buf is None or k not in owned:
+                    new = np.zeros(p.data.shape, p.data.dtype)
+                    if buf is not None:
+                        new += buf
+                    grads[k] = buf = new
+                    owned.add(k)
+                ctx.backward_into(g, buf)
+            ctx.saved, ctx.parents = None, None
+            continue
         in_grads = ctx.backward(g)
         parents = ctx.parents
         if retain_graph:
