@@ -1,5 +1,40 @@
 """Neural-network layers built only from Tensor ops (PyTorch's names, shapes and defaults)."""
 
+from . import functional, init
+from .layers import (
+    BatchNorm1d,
+    Dropout,
+    Embedding,
+    Flatten,
+    Hardsigmoid,
+    Identity,
+    LeakyReLU,
+    Linear,
+    LogSoftmax,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from .module import Module, Parameter
 
 __all__ = ["Module", "Parameter"]
+__all__ += [
+    "BatchNorm1d",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "Hardsigmoid",
+    "Identity",
+    "LeakyReLU",
+    "Linear",
+    "LogSoftmax",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "functional",
+    "init",
+]
