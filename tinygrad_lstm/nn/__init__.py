@@ -18,6 +18,7 @@ from .layers import (
     Tanh,
 )
 from .module import Module, Parameter
+from .rnn import GRU, LSTM, RNN, STEP_OBSERVERS, GRUCell, LSTMCell, RNNCell, StepRecord
 
 __all__ = ["Module", "Parameter"]
 __all__ += [
@@ -38,3 +39,4 @@ __all__ += [
     "functional",
     "init",
 ]
+__all__ += ["GRU", "LSTM", "RNN", "STEP_OBSERVERS", "GRUCell", "LSTMCell", "RNNCell", "StepRecord"]

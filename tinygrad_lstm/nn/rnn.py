@@ -1,0 +1,675 @@
+"""Recurrent layers (Elman RNN, LSTM, GRU) written only with Tensor ops, with PyTorch's names and conventions.
+
+The equations of one time step are written once, as the functions ``rnn_step``, ``lstm_step`` and ``gru_step``
+that take the weights as arguments; the cells (``RNNCell``, ``LSTMCell``, ``GRUCell``) and the multi-layer,
+optionally bidirectional layers (``RNN``, ``LSTM``, ``GRU``) both call them. The layers compute the input
+projection of all time steps with ONE matmul per layer and direction (``x.reshape(T*B, I) @ W_ih.T``) and then
+one matmul per step for ``W_hh``: the same graph as the step-by-step formulation, but with fewer, larger nodes.
+
+Backpropagation through time is nothing special here: the loop below unrolls the recurrence into an ordinary
+graph in which the same weight tensors are used at every step, and the engine's backward sums their gradient
+contributions over the steps.
+
+Studying BPTT: every executed step (in cells and in layers) is reported to the callables in ``STEP_OBSERVERS``
+as a ``StepRecord`` holding the new state and the post-activation gates; with no observer it costs one list
+test per step. Layers also accept ``return_states=True`` in ``forward`` to get every step's states back.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..tensor import Tensor, cat, get_default_dtype, get_rng, scope, stack
+from .module import Module, Parameter
+
+Activation = Callable[[Tensor], Tensor]
+
+# --------------------------------------------------------------------------------------------- step observers
+
+
+@dataclass
+class StepRecord:
+    """One executed recurrent step, as passed to every callable in ``STEP_OBSERVERS``."""
+
+    module: Module  # the cell or the layer that ran the step
+    kind: str  # "rnn" | "lstm" | "gru"
+    layer: int  # 0 for a bare cell
+    direction: int  # 0 forward, 1 reverse
+    t: int | None  # time index inside the layer's sequence (None for a bare cell call)
+    h: Tensor  # new hidden state (B, H) (or (H,) unbatched)
+    c: Tensor | None  # new cell state (LSTM) else None
+    gates: dict[str, Tensor]  # post-activation gates: LSTM "i","f","g","o"; GRU "r","z","n"; RNN {}
+
+
+STEP_OBSERVERS: list[Callable[[StepRecord], None]] = []  # empty = zero cost
+
+
+def _notify(
+    module: Module, kind: str, layer: int, direction: int, t: int | None, h: Tensor, c: Tensor | None, gates: dict
+) -> None:
+    """Hand one step to every observer (called only when ``STEP_OBSERVERS`` is not empty)."""
+    record = StepRecord(module, kind, layer, direction, t, h, c, gates)
+    for observer in list(STEP_OBSERVERS):  # a copy: an observer may remove itself
+        observer(record)
+
+
+# --------------------------------------------------------------------------------------------- activations
+
+
+def _hard_sigmoid(x: Tensor) -> Tensor:
+    """PyTorch's hardsigmoid: clip(x/6 + 1/2, 0, 1)."""
+    return (x / 6.0 + 0.5).clip(0.0, 1.0)
+
+
+def _leaky_relu(x: Tensor) -> Tensor:
+    """Leaky ReLU with PyTorch's default slope 0.01."""
+    return x.leaky_relu(0.01)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "sigmoid": Tensor.sigmoid,
+    "tanh": Tensor.tanh,
+    "relu": Tensor.relu,
+    "leaky_relu": _leaky_relu,
+    "hard_sigmoid": _hard_sigmoid,
+}
+
+
+def _activation(spec: str | Activation, arg: str, owner: str) -> tuple[Activation, bool]:
+    """Resolve an activation name or callable; also say whether it is known to be elementwise."""
+    if isinstance(spec, str):
+        if spec not in ACTIVATIONS:
+            valid = ", ".join(repr(k) for k in ACTIVATIONS)
+            raise ValueError(
+                f"{owner}: unknown {arg} {spec!r}; valid names are {valid}, or a callable Tensor -> Tensor"
+            )
+        return ACTIVATIONS[spec], True
+    if callable(spec):
+        return spec, False
+    raise TypeError(f"{owner}: {arg} must be an activation name or a callable Tensor -> Tensor, got {spec!r}")
+
+
+# --------------------------------------------------------------------------------------------- step equations
+#
+# ``xw`` is the input's contribution to the pre-activations, x_t @ W_ih^T (+ biases), computed by the caller:
+# a cell does it per call, a layer for all steps at once. ``w_hh_t`` is W_hh^T. ``h is None`` means a zero
+# initial state: the recurrent matmul is skipped (its value and gradients are exactly zero), as are the terms
+# multiplying c_{t-1}. Slices use ``[..., a:b]`` so that unbatched (1-D) states work unchanged.
+
+
+def rnn_step(xw: Tensor, h: Tensor | None, w_hh_t: Tensor, b_hh: Tensor | None, act: Activation) -> Tensor:
+    """Elman step: h' = act(xw + h @ W_hh^T + b_hh)."""
+    z = xw if h is None else xw + h @ w_hh_t
+    if b_hh is not None:
+        z = z + b_hh
+    return act(z)
+
+
+def lstm_step(
+    xw: Tensor,
+    h: Tensor | None,
+    c: Tensor | None,
+    w_hh_t: Tensor,
+    b_hh: Tensor | None = None,
+    peephole: tuple[Tensor, Tensor, Tensor] | None = None,
+    gate_act: Activation = Tensor.sigmoid,
+    cell_act: Activation = Tensor.tanh,
+    elementwise: bool = True,
+) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """LSTM step, gate order (i, f, g, o): returns (h', c', (i, f, g, o)) with post-activation gates.
+
+    i = σ(z_i [+ w_ci*c]), f = σ(z_f [+ w_cf*c]), g = φ(z_g), c' = f*c + i*g, o = σ(z_o [+ w_co*c']),
+    h' = o*φ(c'), where z = xw + h @ W_hh^T + b_hh, σ = ``gate_act``, φ = ``cell_act`` and the bracketed
+    peephole terms (Gers & Schmidhuber) are present when ``peephole = (w_ci, w_cf, w_co)`` is given.
+    ``elementwise`` says gate_act acts elementwise, so it may run once over all 4H pre-activations.
+    """
+    H = xw.shape[-1] // 4
+    z = xw if h is None else xw + h @ w_hh_t
+    if b_hh is not None:
+        z = z + b_hh
+    if peephole is None and elementwise:
+        # One activation node over the whole (.., 4H) block instead of three: fewer nodes, same values.
+        a = gate_act(z)
+        i, f, o = a[..., :H], a[..., H : 2 * H], a[..., 3 * H :]
+        g = cell_act(z[..., 2 * H : 3 * H])
+        c_new = i * g if c is None else f * c + i * g
+    else:
+        zi, zf, zg, zo = z[..., :H], z[..., H : 2 * H], z[..., 2 * H : 3 * H], z[..., 3 * H :]
+        if peephole is not None and c is not None:
+            zi = zi + peephole[0] * c
+            zf = zf + peephole[1] * c
+        i, f, g = gate_act(zi), gate_act(zf), cell_act(zg)
+        c_new = i * g if c is None else f * c + i * g
+        if peephole is not None:
+            zo = zo + peephole[2] * c_new  # the output gate looks at the new cell state
+        o = gate_act(zo)
+    return o * cell_act(c_new), c_new, (i, f, g, o)
+
+
+def gru_step(
+    xw: Tensor, h: Tensor | None, w_hh_t: Tensor, b_hh: Tensor | None = None
+) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+    """GRU step as PyTorch, gate order (r, z, n): returns (h', (r, z, n)).
+
+    r = σ(xw_r + W_hr h + b_hr), z = σ(xw_z + W_hz h + b_hz), n = tanh(xw_n + r*(W_hn h + b_hn)),
+    h' = (1 - z)*n + z*h, where xw = x @ W_ih^T + b_ih.
+    """
+    H = xw.shape[-1] // 3
+    gh = None if h is None else h @ w_hh_t
+    if b_hh is not None:
+        gh = b_hh if gh is None else gh + b_hh
+    if gh is None:  # zero state and no bias: no recurrent term at all
+        rz = xw[..., : 2 * H].sigmoid()
+        r, z = rz[..., :H], rz[..., H:]
+        n = xw[..., 2 * H :].tanh()
+    else:
+        rz = (xw[..., : 2 * H] + gh[..., : 2 * H]).sigmoid()
+        r, z = rz[..., :H], rz[..., H:]
+        n = (xw[..., 2 * H :] + r * gh[..., 2 * H :]).tanh()
+    # (1 - z)*n + z*h written as n + z*(h - n): one node fewer, the same function.
+    h_new = n - z * n if h is None else n + z * (h - n)
+    return h_new, (r, z, n)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _check_size(owner: str, name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _uniform(shape: tuple, k: float, dtype: np.dtype) -> Parameter:
+    """PyTorch's default recurrent init: U(-k, k) with k = 1/sqrt(hidden_size), from the seeded generator."""
+    return Parameter(get_rng().uniform(-k, k, shape).astype(dtype))
+
+
+def _as_tensor(x: Any, owner: str, what: str) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return Tensor(x)
+    raise TypeError(f"{owner}: {what} must be a Tensor (or ndarray), got {type(x).__name__}")
+
+
+def _check_dtype(owner: str, what: str, t: Tensor, dtype: np.dtype) -> None:
+    if t.dtype != dtype:
+        raise TypeError(
+            f"{owner}: {what} has dtype {t.dtype} but the parameters are {dtype}; cast one of them "
+            f"(e.g. {what}.astype(np.{dtype}))"
+        )
+
+
+# --------------------------------------------------------------------------------------------- cells
+
+
+class _CellBase(Module):
+    """Parameters and input checks shared by the three cells (PyTorch's RNNCellBase)."""
+
+    _chunks = 1
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool, dtype: Any) -> None:
+        owner = type(self).__name__
+        self.input_size = _check_size(owner, "input_size", input_size)
+        self.hidden_size = _check_size(owner, "hidden_size", hidden_size)
+        self.bias = bool(bias)
+        dt = np.dtype(dtype) if dtype is not None else get_default_dtype()
+        n, H, k = self._chunks, self.hidden_size, 1.0 / math.sqrt(self.hidden_size)
+        self.weight_ih = _uniform((n * H, self.input_size), k, dt)
+        self.weight_hh = _uniform((n * H, H), k, dt)
+        self.bias_ih = _uniform((n * H,), k, dt) if bias else None
+        self.bias_hh = _uniform((n * H,), k, dt) if bias else None
+
+    def _input(self, x: Any) -> Tensor:
+        owner = type(self).__name__
+        x = _as_tensor(x, owner, "input")
+        if x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{owner}: expected input of shape (batch, {self.input_size}) or ({self.input_size},), got {x.shape}"
+            )
+        _check_dtype(owner, "input", x, self.weight_ih.dtype)
+        return x
+
+    def _state(self, s: Any, x: Tensor, what: str) -> Tensor:
+        owner = type(self).__name__
+        s = _as_tensor(s, owner, what)
+        want = (*x.shape[:-1], self.hidden_size)
+        if s.shape != want:
+            raise ValueError(f"{owner}: {what} must have shape {want} for an input of shape {x.shape}, got {s.shape}")
+        _check_dtype(owner, what, s, self.weight_ih.dtype)
+        return s
+
+    def _xw(self, x: Tensor) -> Tensor:
+        xw = x @ self.weight_ih.T
+        return xw + self.bias_ih if self.bias_ih is not None else xw
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+
+
+class RNNCell(_CellBase):
+    """Elman RNN cell: h' = act(x @ W_ih^T + b_ih + h @ W_hh^T + b_hh), act = tanh or relu."""
+
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh", dtype: Any = None
+    ) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNNCell: unknown nonlinearity {nonlinearity!r}; valid names are 'tanh', 'relu'")
+        super().__init__(input_size, hidden_size, bias, dtype)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
+        """One step: x (B, I) or (I,), h (B, H) or (H,) (zeros if None) -> h' of h's shape."""
+        x = self._input(x)
+        h = None if h is None else self._state(h, x, "h")
+        h_new = rnn_step(self._xw(x), h, self.weight_hh.T, self.bias_hh, ACTIVATIONS[self.nonlinearity])
+        if STEP_OBSERVERS:
+            _notify(self, "rnn", 0, 0, None, h_new, None, {})
+        return h_new
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.nonlinearity == "tanh" else f", nonlinearity={self.nonlinearity!r}")
+
+
+class LSTMCell(_CellBase):
+    """LSTM cell, gate order (i, f, g, o) as PyTorch, with optional peepholes and pluggable activations.
+
+    ``peephole=True`` adds ``weight_ci``, ``weight_cf``, ``weight_co`` (H each): i and f see c_{t-1}, o sees
+    c_t. ``gate_activation`` (for i, f, o) and ``cell_activation`` (for g and for the output φ(c)) are one of
+    "sigmoid", "tanh", "relu", "leaky_relu", "hard_sigmoid" or any callable Tensor -> Tensor.
+    """
+
+    _chunks = 4
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        peephole: bool = False,
+        gate_activation: str | Activation = "sigmoid",
+        cell_activation: str | Activation = "tanh",
+        dtype: Any = None,
+    ) -> None:
+        self._gate_fn, gate_ew = _activation(gate_activation, "gate_activation", "LSTMCell")
+        self._cell_fn, _ = _activation(cell_activation, "cell_activation", "LSTMCell")
+        self._elementwise = gate_ew
+        super().__init__(input_size, hidden_size, bias, dtype)
+        self.peephole = bool(peephole)
+        self.gate_activation, self.cell_activation = gate_activation, cell_activation
+        k, dt = 1.0 / math.sqrt(self.hidden_size), self.weight_ih.dtype
+        if self.peephole:
+            self.weight_ci = _uniform((self.hidden_size,), k, dt)
+            self.weight_cf = _uniform((self.hidden_size,), k, dt)
+            self.weight_co = _uniform((self.hidden_size,), k, dt)
+
+    def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """One step: x (B, I) or (I,), hx = (h, c) each (B, H) or (H,) (zeros if None) -> (h', c')."""
+        x = self._input(x)
+        h = c = None
+        if hx is not None:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"LSTMCell: hx must be a pair (h, c), got {type(hx).__name__}")
+            h, c = self._state(hx[0], x, "h"), self._state(hx[1], x, "c")
+        peep = (self.weight_ci, self.weight_cf, self.weight_co) if self.peephole else None
+        h_new, c_new, (i, f, g, o) = lstm_step(
+            self._xw(x), h, c, self.weight_hh.T, self.bias_hh, peep, self._gate_fn, self._cell_fn, self._elementwise
+        )
+        if STEP_OBSERVERS:
+            _notify(self, "lstm", 0, 0, None, h_new, c_new, {"i": i, "f": f, "g": g, "o": o})
+        return h_new, c_new
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr() + (", peephole=True" if self.peephole else "")
+        if self.gate_activation != "sigmoid":
+            s += f", gate_activation={self.gate_activation!r}"
+        if self.cell_activation != "tanh":
+            s += f", cell_activation={self.cell_activation!r}"
+        return s
+
+
+class GRUCell(_CellBase):
+    """GRU cell with PyTorch's equations and gate order (r, z, n)."""
+
+    _chunks = 3
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, dtype: Any = None) -> None:
+        super().__init__(input_size, hidden_size, bias, dtype)
+
+    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
+        """One step: x (B, I) or (I,), h (B, H) or (H,) (zeros if None) -> h'."""
+        x = self._input(x)
+        h = None if h is None else self._state(h, x, "h")
+        h_new, (r, z, n) = gru_step(self._xw(x), h, self.weight_hh.T, self.bias_hh)
+        if STEP_OBSERVERS:
+            _notify(self, "gru", 0, 0, None, h_new, None, {"r": r, "z": z, "n": n})
+        return h_new
+
+
+# --------------------------------------------------------------------------------------------- layers
+
+
+class _RNNBase(Module):
+    """Multi-layer, optionally bidirectional recurrent layer with PyTorch's parameter names and call signature."""
+
+    _kind = ""
+    _chunks = 1
+    _fold_bias = True  # b_hh may be added to the input projection once (not for GRU: b_hn sits inside r*(...))
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype: Any = None,
+    ) -> None:
+        owner = type(self).__name__
+        self.input_size = _check_size(owner, "input_size", input_size)
+        self.hidden_size = _check_size(owner, "hidden_size", hidden_size)
+        self.num_layers = _check_size(owner, "num_layers", num_layers)
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
+            raise ValueError(f"{owner}: dropout must be a number in [0, 1], got {dropout!r}")
+        if dropout > 0 and self.num_layers == 1:
+            warnings.warn(
+                f"{owner}: dropout={dropout} acts between layers only, so it does nothing with num_layers=1",
+                stacklevel=2,
+            )
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
+        dt = np.dtype(dtype) if dtype is not None else get_default_dtype()
+        n, H, k = self._chunks, self.hidden_size, 1.0 / math.sqrt(self.hidden_size)
+        D = 2 if self.bidirectional else 1
+        # Assignment order is the parameter order: PyTorch's (weight_ih, weight_hh, bias_ih, bias_hh per layer
+        # and direction), so parameters() lines up with torch's.
+        for layer in range(self.num_layers):
+            in_size = self.input_size if layer == 0 else H * D
+            for d in range(D):
+                sfx = self._suffix(layer, d)
+                setattr(self, "weight_ih" + sfx, _uniform((n * H, in_size), k, dt))
+                setattr(self, "weight_hh" + sfx, _uniform((n * H, H), k, dt))
+                if self.bias:
+                    setattr(self, "bias_ih" + sfx, _uniform((n * H,), k, dt))
+                    setattr(self, "bias_hh" + sfx, _uniform((n * H,), k, dt))
+                self._extra_parameters(sfx, k, dt)
+
+    @staticmethod
+    def _suffix(layer: int, direction: int) -> str:
+        return f"_l{layer}" + ("_reverse" if direction else "")
+
+    def _extra_parameters(self, sfx: str, k: float, dtype: np.dtype) -> None:
+        """Hook for per-layer parameters beyond PyTorch's (LSTM peepholes)."""
+
+    def _step(self, xw: Tensor, state: Any, w_hh_t: Tensor, b_hh: Tensor | None, sfx: str) -> tuple[Any, dict]:
+        """One step of one layer/direction: returns (new state, gates dict); state is h or (h, c)."""
+        raise NotImplementedError
+
+    # -- the unrolled loop
+    def forward(self, input: Tensor, hx: Any = None, return_states: bool = False) -> tuple:
+        """Run the sequence: like PyTorch, ``(output, h_n)`` (RNN, GRU) or ``(output, (h_n, c_n))`` (LSTM).
+
+        input: (T, B, I), or (B, T, I) with ``batch_first``, or unbatched (T, I). hx: initial state(s) of shape
+        (num_layers*num_directions, B, H) (unbatched: (num_layers*num_directions, H)); zeros when omitted.
+        output: (T, B, D*H) (batch_first: (B, T, D*H); unbatched: (T, D*H)), the last layer's h at every step,
+        the two directions concatenated. h_n (and c_n): the final state of every layer and direction, in the order
+        l0, l0_reverse, l1, ...
+
+        With ``return_states=True`` a third item is returned: ``states[layer][direction][t]`` is the state after
+        input step t (h for RNN/GRU, (h, c) for LSTM), each (B, H) or (H,) and part of the graph, so one can
+        ``retain_grad()`` on it before ``backward`` to study how gradients flow back through time.
+        """
+        owner = type(self).__name__
+        x = _as_tensor(input, owner, "input")
+        dtype = self.weight_ih_l0.dtype
+        if x.ndim not in (2, 3):
+            raise ValueError(f"{owner}: expected a 2-D (unbatched) or 3-D input, got shape {x.shape}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"{owner}: input has {x.shape[-1]} features, expected input_size={self.input_size}")
+        _check_dtype(owner, "input", x, dtype)
+        batched = x.ndim == 3
+        if batched and self.batch_first:
+            x = x.transpose(1, 0, 2)
+        T = x.shape[0]
+        if T == 0:
+            raise ValueError(f"{owner}: the input sequence is empty (shape {tuple(input.shape)})")
+        D, L, H = (2 if self.bidirectional else 1), self.num_layers, self.hidden_size
+        state_shape = (L * D, x.shape[1], H) if batched else (L * D, H)
+        init = self._initial_states(hx, state_shape, dtype, batched)
+
+        split_scopes = L > 1 or D > 1
+        finals: list[Any] = []
+        all_states: list[list[list[Any]]] = []
+        layer_in = x
+        for layer in range(L):
+            outs, layer_states = [], []
+            for d in range(D):
+                sfx = self._suffix(layer, d)
+                with scope(f"l{layer}" + ("_reverse" if d else "")) if split_scopes else _NO_SCOPE:
+                    hs, states, final = self._run_direction(layer_in, init, layer, d, sfx, return_states)
+                outs.append(hs)
+                finals.append(final)
+                layer_states.append(states)
+            all_states.append(layer_states)
+            layer_out = outs[0] if D == 1 else cat(outs, axis=-1)
+            if self.training and self.dropout > 0 and layer < L - 1:
+                layer_out = layer_out * self._dropout_mask(layer_out)
+            layer_in = layer_out
+
+        output = layer_in.transpose(1, 0, 2) if batched and self.batch_first else layer_in
+        result = (output, self._final(finals))
+        return (*result, all_states) if return_states else result
+
+    def _initial_states(self, hx: Any, shape: tuple, dtype: np.dtype, batched: bool) -> list[Any]:
+        """Split hx into one initial state per layer/direction (None = zeros)."""
+        n = shape[0]
+        if hx is None:
+            return [None] * n
+        parts = self._hx_parts(hx)
+        owner = type(self).__name__
+        checked = []
+        for name, s in parts:
+            s = _as_tensor(s, owner, name)
+            if s.shape != shape:
+                kind = "batched 3-D" if batched else "unbatched 2-D"
+                raise ValueError(f"{owner}: {name} must have shape {shape} for a {kind} input, got {s.shape}")
+            _check_dtype(owner, name, s, dtype)
+            checked.append(s)
+        if len(checked) == 1:
+            return [checked[0][k] for k in range(n)]
+        return [(checked[0][k], checked[1][k]) for k in range(n)]
+
+    def _hx_parts(self, hx: Any) -> list[tuple[str, Any]]:
+        return [("h0", hx)]
+
+    def _final(self, finals: list[Any]) -> Any:
+        return stack(finals, axis=0)
+
+    def _dropout_mask(self, like: Tensor) -> Tensor:
+        """Inverted-dropout mask (a constant): keep with probability 1-p, scale the kept units by 1/(1-p)."""
+        p = self.dropout
+        if p >= 1:
+            return Tensor(np.zeros(like.shape, like.dtype))
+        keep = get_rng().random(like.shape) >= p
+        return Tensor((keep / (1.0 - p)).astype(like.dtype))
+
+    def _run_direction(
+        self, x: Tensor, init: list[Any], layer: int, d: int, sfx: str, keep_states: bool
+    ) -> tuple[Tensor, list[Any], Any]:
+        """Unroll one layer in one direction over x (T, [B,] I_l).
+
+        Returns (h at every step stacked, the state after each step if ``keep_states`` else [], final state).
+        """
+        T = x.shape[0]
+        w_ih = getattr(self, "weight_ih" + sfx)
+        w_hh = getattr(self, "weight_hh" + sfx)
+        b_ih = getattr(self, "bias_ih" + sfx, None)
+        b_hh = getattr(self, "bias_hh" + sfx, None)
+        # The input projection of every step at once: one (T*B, I) @ (I, nH) matmul instead of T small ones.
+        flat = x.reshape(T * x.shape[1], x.shape[2]) if x.ndim == 3 else x
+        xw_all = flat @ w_ih.T
+        if b_ih is not None:
+            xw_all = xw_all + (b_ih + b_hh if self._fold_bias else b_ih)
+        if x.ndim == 3:
+            xw_all = xw_all.reshape(T, x.shape[1], xw_all.shape[-1])
+        step_b_hh = None if self._fold_bias else b_hh
+        w_hh_t = w_hh.T  # one transpose per sequence, shared by every step
+        state = init[layer * (2 if self.bidirectional else 1) + d]
+        hs: list[Any] = [None] * T
+        states: list[Any] = [None] * T if keep_states else []
+        for t in range(T - 1, -1, -1) if d else range(T):
+            with scope(f"t={t}"), scope("cell"):
+                state, gates = self._step(xw_all[t], state, w_hh_t, step_b_hh, sfx)
+            h = state[0] if isinstance(state, tuple) else state
+            hs[t] = h
+            if keep_states:
+                states[t] = state
+            if STEP_OBSERVERS:
+                _notify(self, self._kind, layer, d, t, h, state[1] if isinstance(state, tuple) else None, gates)
+        return stack(hs, axis=0), states, state
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        return s
+
+
+class _NoScope:
+    """A do-nothing context manager (single-layer, unidirectional layers add no layer scope)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_SCOPE = _NoScope()
+
+
+class RNN(_RNNBase):
+    """Multi-layer Elman RNN (tanh or relu), PyTorch's ``nn.RNN``; see ``_RNNBase.forward`` for the call."""
+
+    _kind = "rnn"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype: Any = None,
+    ) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNN: unknown nonlinearity {nonlinearity!r}; valid names are 'tanh', 'relu'")
+        self.nonlinearity = nonlinearity
+        self._act = ACTIVATIONS[nonlinearity]
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype)
+
+    def _step(self, xw, state, w_hh_t, b_hh, sfx):
+        return rnn_step(xw, state, w_hh_t, b_hh, self._act), {}
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.nonlinearity == "tanh" else f", nonlinearity={self.nonlinearity!r}")
+
+
+class GRU(_RNNBase):
+    """Multi-layer GRU, PyTorch's ``nn.GRU``; see ``_RNNBase.forward`` for the call."""
+
+    _kind = "gru"
+    _chunks = 3
+    _fold_bias = False
+
+    def _step(self, xw, state, w_hh_t, b_hh, sfx):
+        h, (r, z, n) = gru_step(xw, state, w_hh_t, b_hh)
+        return h, {"r": r, "z": z, "n": n}
+
+
+class LSTM(_RNNBase):
+    """Multi-layer LSTM, PyTorch's ``nn.LSTM``, plus optional peepholes and pluggable activations.
+
+    ``peephole``, ``gate_activation`` and ``cell_activation`` mean what they mean for ``LSTMCell``; peephole
+    weights are named ``weight_ci_l0``, ``weight_cf_l0``, ``weight_co_l0`` (``..._reverse``). The call returns
+    ``(output, (h_n, c_n))``; see ``_RNNBase.forward``.
+    """
+
+    _kind = "lstm"
+    _chunks = 4
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        peephole: bool = False,
+        gate_activation: str | Activation = "sigmoid",
+        cell_activation: str | Activation = "tanh",
+        dtype: Any = None,
+    ) -> None:
+        self._gate_fn, self._elementwise = _activation(gate_activation, "gate_activation", "LSTM")
+        self._cell_fn, _ = _activation(cell_activation, "cell_activation", "LSTM")
+        self.peephole = bool(peephole)
+        self.gate_activation, self.cell_activation = gate_activation, cell_activation
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype)
+
+    def _extra_parameters(self, sfx: str, k: float, dtype: np.dtype) -> None:
+        if self.peephole:
+            for name in ("weight_ci", "weight_cf", "weight_co"):
+                setattr(self, name + sfx, _uniform((self.hidden_size,), k, dtype))
+
+    def _hx_parts(self, hx: Any) -> list[tuple[str, Any]]:
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError(f"LSTM: hx must be a pair (h0, c0), got {type(hx).__name__}")
+        return [("h0", hx[0]), ("c0", hx[1])]
+
+    def _final(self, finals: list[Any]) -> Any:
+        return stack([s[0] for s in finals], axis=0), stack([s[1] for s in finals], axis=0)
+
+    def _step(self, xw, state, w_hh_t, b_hh, sfx):
+        h, c = (None, None) if state is None else state
+        peep = None
+        if self.peephole:
+            peep = (
+                getattr(self, "weight_ci" + sfx),
+                getattr(self, "weight_cf" + sfx),
+                getattr(self, "weight_co" + sfx),
+            )
+        h, c, (i, f, g, o) = lstm_step(xw, h, c, w_hh_t, b_hh, peep, self._gate_fn, self._cell_fn, self._elementwise)
+        return (h, c), {"i": i, "f": f, "g": g, "o": o}
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr() + (", peephole=True" if self.peephole else "")
+        if self.gate_activation != "sigmoid":
+            s += f", gate_activation={self.gate_activation!r}"
+        if self.cell_activation != "tanh":
+            s += f", cell_activation={self.cell_activation!r}"
+        return s
