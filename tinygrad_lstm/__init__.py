@@ -1,6 +1,7 @@
 """tinygrad_lstm: a small reverse-mode autodiff engine on numpy for studying backpropagation through time."""
 
 from .gradcheck import GradcheckError, gradcheck
+from .io import load, save
 from .tensor import (
     AnomalyError,
     Tensor,
@@ -42,3 +43,13 @@ __all__ = [
     "unbroadcast",
     "where",
 ]
+__all__ += ["load", "save"]
+
+
+def __getattr__(name: str):
+    """``tinygrad_lstm.nn`` and ``tinygrad_lstm.optim`` without importing them eagerly (PEP 562)."""
+    if name in ("nn", "optim"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
