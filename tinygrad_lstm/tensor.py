@@ -739,23 +739,55 @@ def _toposort(root: Tensor) -> list[Tensor]:
     return order
 
 
+def _private(gp: np.ndarray, g: np.ndarray, in_grads: Sequence[Any], saved: Any) -> bool:
+    """True if a VJP's output ``gp`` is an array of its own that nothing else refers to.
+
+    A VJP returns fresh arrays or views of ``g`` and keeps none of them (the contract in ``ops``); excluded
+    here: views, read-only (broadcast) arrays, ``g`` itself, an array returned twice, a saved array.
+    """
+    if gp.base is not None or gp is g or not gp.flags.writeable:
+        return False
+    n = 0
+    for x in in_grads:
+        n += x is gp
+    for x in saved or ():
+        n += x is gp
+    return n == 1
+
+
 def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
     """The one chain-rule loop: VJPs in reverse topological order, gradients summed where paths meet."""
     grads: dict[int, np.ndarray] = {id(root): g}
-    owned: set[int] = set()  # gradients this loop allocated itself, safe to add into in place
-    for t in reversed(_toposort(root)):
-        g = grads.pop(id(t), None)
+    # Gradients no one else holds (this loop allocated them, or a VJP returned a fresh array): safe to add
+    # into in place, and a leaf may keep one as its .grad without a copy.
+    owned: set[int] = set()
+    order = _toposort(root)
+    while order:
+        # Popping (not iterating) drops the list's reference: once its consumers have run, an intermediate
+        # tensor and its data are freed during the walk, so backward reuses that memory instead of growing.
+        t = order.pop()
+        k = id(t)
+        g = grads.pop(k, None)
         if g is None:
             continue
+        mine = k in owned
+        if mine:
+            owned.discard(k)
         if t._hooks:
+            mine = False  # a hook may have kept the array
             for hook in list(t._hooks):
                 new = hook(g)
                 if new is not None:
                     g = np.asarray(new.data if isinstance(new, Tensor) else new, dtype=t.dtype)
         ctx = t._ctx
         if ctx is None or t._retain:
-            # A leaf (or a retained intermediate) keeps a private copy: the same array may flow to others.
-            t.grad = g.copy() if t.grad is None else t.grad + g
+            # A leaf (or a retained intermediate) keeps a private copy unless the array is already private to it.
+            if t.grad is not None:
+                t.grad = t.grad + g
+            elif ctx is None and mine and not retain_graph:
+                t.grad = g
+            else:
+                t.grad = g.copy()
         if ctx is None:
             continue
         if ctx.backward_into is not None and not retain_graph:
@@ -793,6 +825,9 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
             prev = grads.get(k)
             if prev is None:
                 grads[k] = gp
+                # Only a leaf's gradient can end up as a .grad or take many += (BPTT's shared weights).
+                if p._ctx is None and _private(gp, g, in_grads, ctx.saved):
+                    owned.add(k)
             elif k in owned:
                 # This += is BPTT's sum over time: a weight used at every step gets one term per step.
                 prev += gp
