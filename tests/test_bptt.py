@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinygrad_lstm import Tensor, bptt, stack
+from tinygrad_lstm import Tensor, bptt, default_dtype, manual_seed, nn, no_grad, stack
 from tinygrad_lstm.nn import Module, Parameter
+from tinygrad_lstm.nn.rnn import STEP_OBSERVERS
 
 # ------------------------------------------------------------------------------------------------ helpers
 
@@ -233,3 +234,294 @@ def test_tbptt_batch_first_and_errors():
         bptt.tbptt(model, np.ones((7, 2, 2)), np.zeros((6, 2, 4)), 3, _mse)
     with pytest.raises(TypeError, match=r"must return \(out, state\)"):
         bptt.tbptt(lambda x, s: x, np.ones((7, 2, 2)), None, 3, lambda o, y: o.sum())
+
+
+# ------------------------------------------------------------------------------------------------ recording
+
+
+def _run_layer(layer: Module, x: np.ndarray, loss_on: str = "last") -> tuple[bptt.Recording, list]:
+    """Forward with return_states, retain every state by hand too, loss on the last output, backward."""
+    with bptt.record() as rec:
+        out, _, states = layer(Tensor(x), return_states=True)
+        for per_layer in states:
+            for per_dir in per_layer:
+                for s in per_dir:
+                    for part in s if isinstance(s, tuple) else (s,):
+                        part.retain_grad()
+        target = out[-1] if loss_on == "last" else out
+        (target * target).sum().backward()
+    return rec, states
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_recording_of_stacked_bidirectional_layers_matches_hand_retained_grads(kind):
+    manual_seed(0)
+    with default_dtype(np.float64):
+        layer = getattr(nn, kind)(3, 4, num_layers=2, bidirectional=True)
+        rec, states = _run_layer(layer, _rng(10).standard_normal((6, 2, 3)), loss_on="all")
+    assert STEP_OBSERVERS == []
+    assert rec.layers() == [(lay, d, kind.lower()) for lay in range(2) for d in range(2)]
+    names = ("h", "c") if kind == "LSTM" else ("h",)
+    for lay in range(2):
+        for d in range(2):
+            for i, name in enumerate(names):
+                parts = [s[i] if isinstance(s, tuple) else s for s in states[lay][d]]
+                want = np.stack([p.grad for p in parts])
+                assert rec.grads(name, lay, d).shape == (6, 2, 4)
+                np.testing.assert_array_equal(rec.grads(name, lay, d), want)
+                np.testing.assert_array_equal(rec.states(name, lay, d), np.stack([p.data for p in parts]))
+                np.testing.assert_allclose(rec.grad_norms(name, lay, d), np.sqrt((want**2).sum(axis=(1, 2))))
+
+
+def test_grads_are_zero_where_nothing_flowed_and_reverse_direction_order():
+    manual_seed(1)
+    with default_dtype(np.float64):
+        rec, _ = _run_layer(nn.GRU(2, 3, bidirectional=True), _rng(11).standard_normal((5, 2, 2)))
+    # The loss reads output[-1]: the reverse direction's state at t = T-1 is its *first* step, so only it
+    # gets a gradient; the forward direction's states all do.
+    g = rec.grads("h", 0, 1)
+    np.testing.assert_array_equal(g[:-1], 0.0)
+    assert np.abs(g[-1]).min() > 0 and (rec.grad_norms("h", 0, 0) > 0).all()
+    np.testing.assert_array_equal(rec.times(0, 1), np.arange(5))
+
+
+def test_forget_product_and_saturation_match_direct_computation():
+    manual_seed(2)
+    with default_dtype(np.float64):
+        layer = nn.LSTM(2, 5, bidirectional=True)
+        rec, _ = _run_layer(layer, _rng(12).standard_normal((7, 3, 2)) * 3)
+    for d in range(2):
+        f = rec.gates("f", 0, d)
+        assert f.shape == (7, 3, 5)
+        want = np.empty(7)
+        for t in range(7):
+            span = range(t + 1, 7) if d == 0 else range(t)  # the steps after t in the direction of time
+            prod = np.ones((3, 5))
+            for s in span:
+                prod = prod * f[s]
+            want[t] = prod.mean()
+        np.testing.assert_allclose(rec.forget_product(0, d), want, rtol=1e-12)
+        for gate in "ifo":
+            g = rec.gates(gate, 0, d)
+            count = np.array([sum(1 for v in g[t].ravel() if v < 0.2 or v > 0.8) for t in range(7)])
+            np.testing.assert_allclose(rec.saturation(gate, 0.2, 0.8, 0, d), count / 15)
+    assert 0 < rec.saturation("o", 0.2, 0.8).sum()  # the inputs are large: some gates do saturate
+
+
+def test_bare_cells_are_numbered_in_call_order_and_runs_split_repeated_layers():
+    manual_seed(3)
+    with default_dtype(np.float64):
+        cell = nn.LSTMCell(2, 3)
+        layer = nn.RNN(2, 3)
+        xs = Tensor(_rng(13).standard_normal((4, 2, 2)))
+        with bptt.record() as rec:
+            s = None
+            for t in range(4):
+                s = cell(xs[t], s)
+            layer(xs)
+            out, _ = layer(xs[:3])
+            (s[0].sum() + out.sum()).backward()
+    assert rec.states("c", module=cell).shape == (4, 2, 3)
+    np.testing.assert_array_equal(rec.times(module=cell), np.arange(4))
+    assert rec.num_runs(module=layer) == 2 and rec.states(module=layer).shape == (3, 2, 3)
+    assert rec.states(module=layer, run=0).shape == (4, 2, 3)
+    assert rec.states(module=layer, run=None).shape == (7, 2, 3)
+    with pytest.raises(RuntimeError, match="no gradient has reached"):
+        rec.grads(module=layer, run=0)  # the first run was never part of a loss
+    with pytest.raises(ValueError, match="pass module="):
+        rec.states()  # two modules recorded layer 0, direction 0
+    with pytest.raises(KeyError, match="run 5 does not exist"):
+        rec.states(module=layer, run=5)
+
+
+def test_recording_errors_list_what_exists():
+    manual_seed(4)
+    with default_dtype(np.float64):
+        layer = nn.GRU(2, 3, num_layers=2)
+        with bptt.record() as rec:
+            out, _ = layer(Tensor(_rng(14).standard_normal((3, 1, 2))))
+            with pytest.raises(RuntimeError, match=r"call loss\.backward"):
+                rec.grads()
+            out.sum().backward()
+    with pytest.raises(KeyError, match=r"layer=2 direction=0; recorded: layer=0 direction=0 .*layer=1"):
+        rec.states(layer=2)
+    with pytest.raises(ValueError, match=r"direction=1"):  # NotRecordedError is a KeyError and a ValueError
+        rec.grad_norms(direction=1)
+    with pytest.raises(KeyError, match=r"no state 'c' .* recorded states: \('h',\)"):
+        rec.states("c")
+    with pytest.raises(KeyError, match=r"no gate 'f' .* recorded gates: \('r', 'z', 'n'\)"):
+        rec.gates("f")
+    with pytest.raises(KeyError, match="needs an LSTM"):
+        rec.forget_product()
+    with pytest.raises(ValueError, match="low < high"):
+        rec.saturation("z", 0.9, 0.1)
+    with pytest.raises(KeyError, match="nothing was recorded"):
+        bptt.Recording().states()
+    with no_grad(), bptt.record() as rec2:
+        layer(Tensor(np.ones((2, 1, 2))))
+    with pytest.raises(RuntimeError, match="do not require grad"):
+        rec2.grads()
+
+
+def test_observer_is_removed_even_when_the_block_raises():
+    with pytest.raises(ZeroDivisionError), bptt.record():
+        assert len(STEP_OBSERVERS) == 1
+        1 / 0  # noqa: B018
+    assert STEP_OBSERVERS == []
+    with bptt.record() as outer, bptt.record() as inner:
+        assert len(STEP_OBSERVERS) == 2
+    assert STEP_OBSERVERS == [] and outer is not inner
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_first_nonfinite_reports_the_step_where_nan_entered():
+    T, t0 = 12, 7
+    manual_seed(5)
+    with default_dtype(np.float64):
+        layer = nn.LSTM(2, 3)
+
+        def poison(r) -> None:  # an extra observer: a NaN gradient enters at h_{t0}
+            if r.t == t0:
+                r.h.register_hook(lambda g: np.full_like(g, np.nan))
+
+        with bptt.record() as rec:
+            STEP_OBSERVERS.append(poison)
+            try:
+                out, _ = layer(Tensor(_rng(15).standard_normal((T, 2, 2))))
+            finally:
+                STEP_OBSERVERS.remove(poison)
+            (out[-1] ** 2).sum().backward()
+    assert rec.first_nonfinite() == (t0, "h")
+    assert np.isnan(rec.grads()[: t0 + 1]).all() and np.isfinite(rec.grads()[t0 + 1 :]).all()
+
+    with default_dtype(np.float64), bptt.record() as clean:
+        out, _ = layer(Tensor(_rng(15).standard_normal((T, 2, 2))))
+        (out[-1] ** 2).sum().backward()
+    assert clean.first_nonfinite() is None
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_first_nonfinite_in_a_reverse_direction_and_in_c():
+    manual_seed(6)
+    with default_dtype(np.float64):
+        layer = nn.LSTM(2, 3, bidirectional=True)
+
+        def poison(r) -> None:
+            if r.direction == 1 and r.t == 4:  # the reverse direction runs t = 5, 4, ...: backward meets t=4 late
+                r.c.register_hook(lambda g: np.full_like(g, np.inf))
+
+        with bptt.record() as rec:
+            STEP_OBSERVERS.append(poison)
+            try:
+                out, _ = layer(Tensor(_rng(16).standard_normal((6, 2, 2))))
+            finally:
+                STEP_OBSERVERS.remove(poison)
+            out.sum().backward()
+    assert rec.first_nonfinite() == (4, "c")
+    assert rec.first_nonfinite(direction=0) is None
+
+
+def test_npz_and_plot(tmp_path):
+    manual_seed(7)
+    with default_dtype(np.float64):
+        rec, _ = _run_layer(nn.LSTM(2, 4, num_layers=2), _rng(17).standard_normal((8, 3, 2)))
+    path = rec.to_npz(tmp_path / "rec.npz")
+    with np.load(path, allow_pickle=False) as z:
+        assert list(z["streams"]) == ["l0.d0", "l1.d0"] and list(z["kinds"]) == ["lstm", "lstm"]
+        np.testing.assert_array_equal(z["l1.d0.h_grad"], rec.grads("h", 1))
+        np.testing.assert_array_equal(z["l0.d0.gate_f"], rec.gates("f"))
+        np.testing.assert_array_equal(z["l0.d0.c"], rec.states("c"))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    png = rec.plot(tmp_path / "sub" / "rec.png", layer=1)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+# ------------------------------------------------------------------------------------------------ cells
+
+
+def test_tanh_rnn_decays_geometrically_and_lstm_with_forget_bias_does_not():
+    T, H, I, B = 100, 8, 2, 4
+    xs = Tensor(_rng(18).standard_normal((T, B, I)))
+    manual_seed(8)
+    with default_dtype(np.float64):
+        rnn_cell = nn.RNNCell(I, H)
+        W = _rng(19).standard_normal((H, H))
+        rnn_cell.weight_hh.data = 0.5 * W / np.linalg.norm(W, 2)  # ||W_hh|| = 0.5
+        lstm_cell = nn.LSTMCell(I, H)
+        lstm_cell.bias_ih.data[H : 2 * H] = 5.0
+        lstm_cell.bias_hh.data[H : 2 * H] = 0.0
+        head = nn.Linear(H, 1)
+        norms = {}
+        for name, cell in (("rnn", rnn_cell), ("lstm", lstm_cell)):
+            with bptt.record() as rec:
+                s = None
+                for t in range(T):
+                    s = cell(xs[t], s)
+                h = s[0] if isinstance(s, tuple) else s
+                (head(h) ** 2).sum().backward()
+            norms[name] = rec.grad_norms()
+    n = norms["rnn"]
+    # One tanh step scales a gradient by at most ||diag(tanh') W|| <= ||W|| = 0.5: at least geometric decay.
+    assert (n[:-1] <= 0.5 * n[1:] * (1 + 1e-12)).all()
+    rnn_ratio, lstm_ratio = n[0] / n[-1], norms["lstm"][0] / norms["lstm"][-1]
+    assert rnn_ratio < 0.5 ** (T - 1)
+    assert lstm_ratio > 1e3 * rnn_ratio and lstm_ratio > 1e-4
+
+
+def test_lstm_cell_jacobian_norms_against_torch():
+    torch = pytest.importorskip("torch")
+    T, H, I, B = 6, 4, 3, 2
+    manual_seed(9)
+    with default_dtype(np.float64):
+        cell = nn.LSTMCell(I, H)
+    xs = _rng(20).standard_normal((T, B, I))
+    got = bptt.jacobian_norms(cell, xs, reduce="none")
+    step = bptt.step_jacobian_norms(cell, xs, reduce="none")
+
+    tc = torch.nn.LSTMCell(I, H).double()
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(tc, name).copy_(torch.from_numpy(getattr(cell, name).data))
+    x = torch.from_numpy(xs)
+    states = [(torch.zeros(B, H, dtype=torch.float64), torch.zeros(B, H, dtype=torch.float64))]
+    with torch.no_grad():
+        for t in range(T):
+            states.append(tc(x[t], states[-1]))
+    want, want_step = np.zeros((T, B)), np.zeros((T, B))
+    for t in range(T):
+        for b in range(B):
+            c_t = states[t][1][b : b + 1]
+
+            def run(h, t=t, c_t=c_t, b=b, steps=T):
+                s = (h.reshape(1, H), c_t)
+                for u in range(t, steps):
+                    s = tc(x[u, b : b + 1], s)
+                return s[0].reshape(H)
+
+            h_t = states[t][0][b]
+            want[t, b] = np.linalg.norm(torch.autograd.functional.jacobian(run, h_t).numpy(), 2)
+            J1 = torch.autograd.functional.jacobian(lambda h, run=run, t=t: run(h, steps=t + 1), h_t)
+            want_step[t, b] = np.linalg.norm(J1.numpy(), 2)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    np.testing.assert_allclose(step, want_step, rtol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------ the study
+
+
+def test_compare_cells_table_and_plot(tmp_path):
+    res = bptt.compare_cells(["rnn", "lstm", "gru"], steps=30, hidden=6, batch=3, path=tmp_path / "b.png")
+    assert set(res["norms"]) == {"rnn", "lstm", "gru"} and all(n.shape == (30,) for n in res["norms"].values())
+    assert res["path"].read_bytes()[:4] == b"\x89PNG"
+    lines = res["table"].splitlines()
+    assert lines[0].split()[:2] == ["cell", "t=0"] and [ln.split()[0] for ln in lines[2:]] == ["rnn", "lstm", "gru"]
+    n = res["norms"]["rnn"]
+    assert float(lines[2].split()[-1]) == pytest.approx(n[0] / n[-1], rel=1e-3)
+    # The same seed gives the same numbers; the forget bias changes only the LSTM's.
+    again = bptt.compare_cells(["rnn", "lstm"], steps=30, hidden=6, batch=3, path=None, forget_bias=3.0)
+    np.testing.assert_array_equal(again["norms"]["rnn"], res["norms"]["rnn"])
+    assert again["norms"]["lstm"][0] > 10 * res["norms"]["lstm"][0]
+    with pytest.raises(ValueError, match="unknown cell"):
+        bptt.compare_cells(["lstm", "transformer"], path=None)
+    with pytest.raises(ValueError, match="unknown task"):
+        bptt.compare_cells(["lstm"], task="copy", path=None)

@@ -399,6 +399,7 @@ class Recording:
                     self.times(**ssel),
                     np.where(n > 0, n, np.nan),
                     style,
+                    marker="." if len(n) <= 40 else None,  # short or sparse curves stay visible
                     label=f"{s.kind} L{s.layer} D{s.direction} {name}",
                 )
         ax.set_yscale("log")
@@ -411,7 +412,8 @@ class Recording:
         ax = axes[0, 1]
         positive = heat[heat > 0]
         if positive.size:
-            masked = np.ma.masked_less_equal(heat, 0)
+            masked = np.ma.masked_less_equal(heat, 0)  # exact zeros (no gradient) show as the grey background
+            ax.set_facecolor("0.85")
             im = ax.imshow(
                 masked,
                 aspect="auto",
@@ -421,7 +423,7 @@ class Recording:
                 norm=LogNorm(vmin=positive.min(), vmax=positive.max()),
                 extent=(-0.5, heat.shape[1] - 0.5, -0.5, heat.shape[0] - 0.5),
             )
-            fig.colorbar(im, ax=ax, label="|dL/dh_t| (mean over batch)")
+            fig.colorbar(im, ax=ax, label="|dL/dh_t| (mean over batch; grey: 0)")
         else:
             ax.text(0.5, 0.5, "all gradients are zero", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("time step t")
