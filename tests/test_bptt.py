@@ -8,6 +8,7 @@ import pytest
 from tinygrad_lstm import Tensor, bptt, default_dtype, manual_seed, nn, no_grad, stack
 from tinygrad_lstm.nn import Module, Parameter
 from tinygrad_lstm.nn.rnn import STEP_OBSERVERS
+from tinygrad_lstm.tensor import get_rng
 
 # ------------------------------------------------------------------------------------------------ helpers
 
@@ -215,6 +216,31 @@ def test_tbptt_short_last_chunk_optimizer_and_initial_state():
     assert model.chunk_lengths == [10, 10, 5] and len(losses) == 3 and len(steps) == 3
     assert all(p.grad is None for p in model.parameters())  # zero_grad after every step
     assert h0.grad is None  # the given state is detached too: a caller's graph is never extended
+
+
+def test_tbptt_with_an_lstm_layer_and_its_tuple_state():
+    rng = _rng(9)
+    T, k = 10, 4
+    xs, ys = rng.standard_normal((T, 2, 3)), rng.standard_normal((T, 2, 5))
+    with default_dtype(np.float64):
+        manual_seed(0)
+        lstm = nn.LSTM(3, 5)
+        manual_seed(0)
+        ref = nn.LSTM(3, 5)
+    losses, (h, c) = bptt.tbptt(lstm, xs, ys, k, _mse)
+    assert len(losses) == 3 and h.shape == c.shape == (1, 2, 5) and not (h.requires_grad or c.requires_grad)
+    total = {n: np.zeros_like(p.data) for n, p in ref.named_parameters()}
+    state = None
+    for s in range(0, T, k):
+        ref.zero_grad()
+        out, state = ref(Tensor(xs[s : s + k]), state)
+        _mse(out, Tensor(ys[s : s + k])).backward()
+        state = tuple(Tensor(x.data) for x in state)
+        for n, p in ref.named_parameters():
+            total[n] += p.grad
+    for n, p in lstm.named_parameters():
+        np.testing.assert_allclose(p.grad, total[n], rtol=1e-10, atol=1e-14)
+    np.testing.assert_array_equal(c.data, state[1].data)
 
 
 def test_tbptt_batch_first_and_errors():
@@ -521,6 +547,12 @@ def test_compare_cells_table_and_plot(tmp_path):
     again = bptt.compare_cells(["rnn", "lstm"], steps=30, hidden=6, batch=3, path=None, forget_bias=3.0)
     np.testing.assert_array_equal(again["norms"]["rnn"], res["norms"]["rnn"])
     assert again["norms"]["lstm"][0] > 10 * res["norms"]["lstm"][0]
+    # The measurement seeds its own initialization but leaves the caller's random stream where it was.
+    manual_seed(123)
+    expected = get_rng().random()
+    manual_seed(123)
+    bptt.compare_cells(["gru"], steps=5, hidden=3, batch=2, path=None, seed=9)
+    assert get_rng().random() == expected
     with pytest.raises(ValueError, match="unknown cell"):
         bptt.compare_cells(["lstm", "transformer"], path=None)
     with pytest.raises(ValueError, match="unknown task"):

@@ -28,12 +28,16 @@ import numpy as np
 
 from .nn.module import Module, Parameter
 from .tensor import Tensor, default_dtype, get_default_dtype, manual_seed, no_grad
+from .tensor import _state as _tensor_state
 
 __all__ = [
     "NotRecordedError",
     "Recording",
     "compare_cells",
+    "format_table",
     "jacobian_norms",
+    "measure_gradient_flow",
+    "plot_gradient_flow",
     "record",
     "step_jacobian_norms",
     "tbptt",
@@ -785,6 +789,17 @@ def _task(task: str, steps: int, batch: int, rng: np.random.Generator) -> tuple[
     raise ValueError(f"bptt: unknown task {task!r} (choose 'adding' or 'sine')")
 
 
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Initialize from ``seed`` without disturbing the caller's generator (the demo keeps its random stream)."""
+    prev = _tensor_state.rng
+    manual_seed(seed)
+    try:
+        yield
+    finally:
+        _tensor_state.rng = prev
+
+
 def _make_layer(kind: str, input_size: int, hidden: int, forget_bias: float | None) -> Module:
     from . import nn
 
@@ -812,9 +827,9 @@ def measure_gradient_flow(
     from . import nn
 
     with default_dtype(np.float64):
-        manual_seed(seed)
-        layer = _make_layer(kind, xs.shape[-1], hidden, forget_bias)
-        head = nn.Linear(hidden, target.shape[-1])
+        with _seeded(seed):
+            layer = _make_layer(kind, xs.shape[-1], hidden, forget_bias)
+            head = nn.Linear(hidden, target.shape[-1])
         with record() as rec:
             out, _ = layer(Tensor(xs))
             diff = head(out[-1]) - Tensor(target)
