@@ -190,7 +190,7 @@ def test_clip_grad_norm_matches_torch(norm_type, max_norm):
         tp.grad = torch.tensor(g)
     total = optim.clip_grad_norm_(ps, max_norm, norm_type)
     ttotal = torch.nn.utils.clip_grad_norm_(tps, max_norm, norm_type)
-    assert total == pytest.approx(ttotal.item(), rel=1e-12)
+    assert total == pytest.approx(ttotal.item(), rel=1e-12) and isinstance(total.item(), float)
     for p, tp in zip(ps, tps):
         np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-12)
     if max_norm == 0.5:  # clipping happened: the new norm is max_norm

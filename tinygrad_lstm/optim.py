@@ -417,7 +417,7 @@ def clip_grad_norm_(params: Any, max_norm: float, norm_type: float = 2.0, error_
         raise ValueError(f"clip_grad_norm_: max_norm must be >= 0, got {max_norm}")
     ps = _grad_params(params)
     if not ps:
-        return 0.0
+        return np.float64(0.0)
     if math.isinf(norm_type):
         total = max(float(np.max(np.abs(p.grad))) if p.grad.size else 0.0 for p in ps)
     else:
@@ -436,7 +436,7 @@ def clip_grad_norm_(params: Any, max_norm: float, norm_type: float = 2.0, error_
             p.grad *= p.grad.dtype.type(coef)
         else:
             p.grad = p.grad * p.grad.dtype.type(coef)
-    return total
+    return np.float64(total)  # a float that also has .item(), like the 0-d tensor PyTorch returns
 
 
 def clip_grad_value_(params: Any, clip_value: float) -> None:
