@@ -187,6 +187,9 @@ def binary_cross_entropy(input: Tensor, target: Any, weight: Any = None, reducti
     """-w [y log(x) + (1-y) log(1-x)] for probabilities x in [0, 1]; each log is clamped at -100 as PyTorch.
 
     ``weight`` broadcasts to the input's shape; "mean" divides by the number of elements (not by the weights).
+    Where a log is clamped (x or 1-x below e^-100, including exactly 0) its gradient is 0, the gradient of the
+    clamped function; PyTorch's hand-written backward uses (x - y) / max(x (1-x), 1e-12) there instead.
+    Elsewhere values and gradients agree with PyTorch.
     """
     fn = "binary_cross_entropy"
     _check_reduction(fn, reduction)
