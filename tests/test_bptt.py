@@ -121,6 +121,21 @@ def test_jacobian_measurement_leaves_the_cell_alone():
     assert cell.weight_hh.requires_grad and not cell.weight_ih.requires_grad
 
 
+def test_jacobian_norms_run_in_the_cells_dtype():
+    manual_seed(10)
+    cell32 = nn.GRUCell(2, 3)  # float32 parameters, float64 ndarray inputs
+    with default_dtype(np.float64):
+        cell64 = nn.GRUCell(2, 3)
+    cell64.load_state_dict(cell32.state_dict())
+    xs = _rng(21).standard_normal((6, 2, 2))
+    np.testing.assert_allclose(bptt.jacobian_norms(cell32, xs), bptt.jacobian_norms(cell64, xs), rtol=1e-4)
+    np.testing.assert_allclose(
+        bptt.step_jacobian_norms(cell32, xs, np.ones((2, 3))),
+        bptt.step_jacobian_norms(cell64, xs, np.ones((2, 3))),
+        rtol=1e-4,
+    )
+
+
 def test_jacobian_argument_errors():
     cell = LinearRNNCell(np.eye(2), np.ones((2, 1)))
     with pytest.raises(ValueError, match="jacobian_norms: xs"):

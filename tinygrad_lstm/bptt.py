@@ -562,7 +562,12 @@ def _prepare(cell: Callable, xs: Any, state: Any, fn: str) -> tuple[np.ndarray, 
         x = x[:, None, :]
     if x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"{fn}: xs needs at least one step and one batch element, got shape {x.shape}")
-    if x.dtype.kind != "f":
+    # Compute in the cell's own dtype (an ndarray of float64 data for a float32 cell is the common case).
+    params = _parameters(cell)
+    dtype = params[0].dtype if params and params[0].dtype.kind == "f" else None
+    if dtype is not None:
+        x = x.astype(dtype, copy=False)
+    elif x.dtype.kind != "f":
         x = x.astype(get_default_dtype())
     if state is None:
         with no_grad():
@@ -574,7 +579,7 @@ def _prepare(cell: Callable, xs: Any, state: Any, fn: str) -> tuple[np.ndarray, 
     arrays = []
     for p in parts:
         a = np.asarray(p.data if isinstance(p, Tensor) else p)
-        if a.dtype.kind != "f":
+        if a.dtype.kind != "f" or dtype is not None:
             a = a.astype(x.dtype)
         a = _as_batched(a).copy()
         if a.ndim != 2 or a.shape[0] != x.shape[1]:
@@ -583,13 +588,22 @@ def _prepare(cell: Callable, xs: Any, state: Any, fn: str) -> tuple[np.ndarray, 
     return x, arrays, isinstance(state, (tuple, list))
 
 
+def _parameters(cell: Any) -> list[Parameter]:
+    """A Module cell's parameters, without renaming them.
+
+    Module.parameters() would relabel them with names relative to this cell, changing the labels of a cell
+    that lives inside a bigger model, so the members are walked directly.
+    """
+    if not isinstance(cell, Module):
+        return []
+    found = {id(p): p for m in cell.modules() for _, p in m._named_members() if isinstance(p, Parameter)}
+    return list(found.values())
+
+
 @contextmanager
 def _frozen(cell: Any) -> Iterator[None]:
     """Parameters stop requiring grad while measuring: their .grad stays untouched and backward is cheaper."""
-    # Walk the members directly: Module.parameters() would also relabel the parameters with names relative
-    # to this cell, changing the labels of a cell that lives inside a bigger model.
-    modules = list(cell.modules()) if isinstance(cell, Module) else []
-    params = list({id(p): p for m in modules for _, p in m._named_members() if isinstance(p, Parameter)}.values())
+    params = _parameters(cell)
     flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad = False
