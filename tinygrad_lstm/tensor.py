@@ -672,6 +672,8 @@ def _apply(op_cls: type, *args: Tensor, **kwargs: Any) -> Tensor:
         out = fn.forward(*[a.data for a in args], **kwargs)
     except (ValueError, IndexError, TypeError) as e:
         raise _op_error(op_cls.__name__, e, args) from None
+    if type(out) is not np.ndarray:  # numpy ufuncs return scalars for 0-d inputs; .data is always an array
+        out = np.asarray(out)
     if _state.anomaly:
         _check_finite(out, fn.name, args)
     t = object.__new__(Tensor)
@@ -814,6 +816,8 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
         for p, gp in zip(parents, in_grads):
             if gp is None or not p.requires_grad:
                 continue
+            if type(gp) is not np.ndarray:  # a 0-d result is a numpy scalar, which += would not update in place
+                gp = np.asarray(gp)
             gp = unbroadcast(gp, p.data.shape)
             if gp.shape != p.data.shape:
                 raise RuntimeError(f"{ctx.backward_name}: gradient of shape {gp.shape} for an input of shape {p.shape}")
@@ -826,7 +830,8 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
             if prev is None:
                 grads[k] = gp
                 # Only a leaf's gradient can end up as a .grad or take many += (BPTT's shared weights).
-                if p._ctx is None and _private(gp, g, in_grads, ctx.saved):
+                # (Not with retain_graph: grads_in keeps this very array for the graph renderer.)
+                if p._ctx is None and not retain_graph and _private(gp, g, in_grads, ctx.saved):
                     owned.add(k)
             elif k in owned:
                 # This += is BPTT's sum over time: a weight used at every step gets one term per step.

@@ -1,0 +1,29 @@
+"""With retain_graph=True, every node keeps the gradient that flowed through it, unchanged by later sums."""
+
+import numpy as np
+
+from tinygrad_lstm import Tensor
+from tinygrad_lstm.tensor import walk
+
+
+def test_grads_in_of_a_shared_weight_are_per_step_terms():
+    W = Tensor(np.array([[0.9, 0.2], [-0.3, 0.8]]), requires_grad=True)
+    h = Tensor(np.ones((2, 2)))
+    expected = []
+    for _ in range(4):
+        h = (h @ W).tanh()
+    loss = h.sum()
+    loss.backward(retain_graph=True)
+    terms = [t._ctx.grads_in[1] for t in walk(loss) if t._ctx is not None and t._ctx.name == "MatMul"]
+    assert len(terms) == 4
+    np.testing.assert_allclose(sum(terms), W.grad, rtol=1e-12)
+    # Each term is its own array: recompute each step's term by hand from the node's saved input and grad.
+    for t in walk(loss):
+        if t._ctx is not None and t._ctx.name == "MatMul":
+            a, _ = t._ctx.saved
+            expected.append(a.T @ t._ctx.grad_out)
+    np.testing.assert_allclose(sorted(np.linalg.norm(e) for e in expected), sorted(np.linalg.norm(x) for x in terms))
+    # and a second backward through the retained graph adds the same total again
+    first = W.grad.copy()
+    loss.backward()
+    np.testing.assert_allclose(W.grad, 2 * first, rtol=1e-12)
