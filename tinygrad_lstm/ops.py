@@ -289,7 +289,7 @@ def sigmoid(x: Array) -> Array:
 
     exp(-x) overflows only far below where sigmoid underflows anyway, so x is first floored there.
     """
-    e = np.maximum(x, _SIG_FLOOR.get(x.dtype, -700.0))
+    e = np.asarray(np.maximum(x, _SIG_FLOOR.get(x.dtype, -700.0)))  # a ufunc gives a scalar for 0-d input
     np.negative(e, out=e)
     np.exp(e, out=e)
     e += 1

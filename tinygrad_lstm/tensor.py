@@ -785,7 +785,7 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
         if ctx is None or t._retain:
             # A leaf (or a retained intermediate) keeps a private copy unless the array is already private to it.
             if t.grad is not None:
-                t.grad = t.grad + g
+                t.grad = np.asarray(t.grad + g)  # (0-d + 0-d gives a numpy scalar)
             elif ctx is None and mine and not retain_graph:
                 t.grad = g
             else:
@@ -837,7 +837,7 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
                 # This += is BPTT's sum over time: a weight used at every step gets one term per step.
                 prev += gp
             else:
-                grads[k] = prev + gp
+                grads[k] = np.asarray(prev + gp)  # (0-d + 0-d gives a numpy scalar, and += must be in place)
                 owned.add(k)
         if retain_graph:
             ctx.grads_in = tuple(None if x is None else unbroadcast(x, p.shape) for x, p in zip(in_grads, parents))
