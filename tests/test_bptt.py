@@ -349,7 +349,7 @@ def test_forget_product_and_saturation_match_direct_computation():
     assert 0 < rec.saturation("o", 0.2, 0.8).sum()  # the inputs are large: some gates do saturate
 
 
-def test_bare_cells_are_numbered_in_call_order_and_runs_split_repeated_layers():
+def test_bare_cells_are_numbered_in_call_order_and_runs_split_repeated_layers(tmp_path):
     manual_seed(3)
     with default_dtype(np.float64):
         cell = nn.LSTMCell(2, 3)
@@ -373,6 +373,10 @@ def test_bare_cells_are_numbered_in_call_order_and_runs_split_repeated_layers():
         rec.states()  # two modules recorded layer 0, direction 0
     with pytest.raises(KeyError, match="run 5 does not exist"):
         rec.states(module=layer, run=5)
+    with np.load(rec.to_npz(tmp_path / "r.npz"), allow_pickle=False) as z:
+        assert list(z["streams"]) == ["m0.l0.d0", "m1.l0.d0.r0", "m1.l0.d0.r1"]
+        np.testing.assert_array_equal(z["m0.l0.d0.c_grad"], rec.grads("c", module=cell))
+        assert "m1.l0.d0.r0.h_grad" not in z and "m1.l0.d0.r1.h_grad" in z  # no gradient reached run 0
 
 
 def test_recording_errors_list_what_exists():

@@ -338,12 +338,10 @@ class Recording:
         """Everything as named arrays for ``to_npz`` (strings as unicode arrays: no pickling needed)."""
         out: dict[str, np.ndarray] = {}
         labels, kinds = [], []
-        counts: dict[tuple[int, int], int] = {}
-        for i, s in enumerate(self._streams.values()):
-            counts[(s.layer, s.direction)] = counts.get((s.layer, s.direction), 0) + 1
-            dup = counts[(s.layer, s.direction)] > 1 or any(
-                (o.layer, o.direction) == (s.layer, s.direction) and o is not s for o in self._streams.values()
-            )
+        streams = list(self._streams.values())
+        for i, s in enumerate(streams):
+            # Streams that share a (layer, direction) (a bare cell beside a layer) get an m{i}. prefix.
+            dup = sum((o.layer, o.direction) == (s.layer, s.direction) for o in streams) > 1
             base = (f"m{i}." if dup else "") + f"l{s.layer}.d{s.direction}"
             for r in range(len(s.runs)):
                 prefix = base + (f".r{r}" if len(s.runs) > 1 else "")
