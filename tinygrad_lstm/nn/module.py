@@ -134,9 +134,19 @@ class Module:
 
     # -- state
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Parameters and buffers by dotted name, as copies (PyTorch's names and layouts)."""
-        out = {k: p.data.copy() for k, p in self.named_parameters()}
-        out.update({k: np.array(b, copy=True) for k, b in self.named_buffers()})
+        """Parameters and buffers by dotted name, as copies, in PyTorch's order and layouts.
+
+        PyTorch's order: depth-first over modules, each module's own parameters, then its own buffers.
+        """
+        params = {id(p): k for k, p in self.named_parameters()}  # also gives every parameter its dotted name
+        out: dict[str, np.ndarray] = {}
+        for mname, mod in self.named_modules():
+            for _, v in mod._named_members():
+                name = params.get(id(v))
+                if name is not None and name not in out:  # a shared parameter appears once
+                    out[name] = v.data.copy()
+            for k in mod.__dict__.get("_buffers", ()):
+                out[f"{mname}.{k}" if mname else k] = np.array(getattr(mod, k), copy=True)
         return out
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
