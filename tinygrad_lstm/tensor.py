@@ -326,11 +326,17 @@ class Tensor:
 
     # -- binary ops
     def _lift(self, x: Any) -> Tensor:
-        """Make ``x`` a Tensor; a Python number takes this tensor's float dtype (no float64 upcast)."""
+        """Make ``x`` a Tensor; a Python number takes this tensor's dtype where numpy's rule says so."""
         if isinstance(x, Tensor):
             return x
-        if isinstance(x, (int, float, bool)) and self.data.dtype.kind == "f":
-            return Tensor._make(np.asarray(x, self.data.dtype), None)
+        if isinstance(x, (int, float, bool)):
+            # Python numbers are "weak" as in numpy (NEP 50): float32 + 2.5 and int32 + 1 keep the tensor's dtype.
+            kind = self.data.dtype.kind
+            if kind == "f" or (kind in "iu" and isinstance(x, int) and not isinstance(x, bool)):
+                try:
+                    return Tensor._make(np.asarray(x, self.data.dtype), None)
+                except OverflowError:
+                    pass  # an int the tensor's dtype cannot hold: promote as a Python int does
         return Tensor(x)
 
     def __add__(self, x: Any) -> Tensor:
