@@ -79,12 +79,16 @@ def gradcheck(
                 down = value()
                 flat[i] = orig
                 numeric.reshape(-1)[i] = (up - down) / (2 * eps)
-            excess = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
-            if excess.size and (np.nanmax(excess) > 0 or not np.isfinite(analytic).all()):
-                worst = np.unravel_index(int(np.nanargmax(np.where(np.isfinite(excess), excess, np.inf))), x.shape)
+            with np.errstate(invalid="ignore"):
+                excess = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
+            # NaN or Inf on either side is a failure too (nanmax would skip a NaN).
+            excess = np.where(np.isfinite(excess), excess, np.inf)
+            if excess.size and excess.max() > 0:
+                worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(excess)), x.shape))
                 label = f"input {pos}" + (f" ({x.name})" if x.name else "") + f" of shape {x.shape}"
                 raise GradcheckError(
                     f"gradcheck: {label}: analytic and numeric gradients differ; worst at index {worst}: "
-                    f"analytic {analytic[worst]!r}, numeric {numeric[worst]!r} (atol={atol}, rtol={rtol})"
+                    f"analytic {float(analytic[worst])!r}, numeric {float(numeric[worst])!r} "
+                    f"(atol={atol}, rtol={rtol})"
                 )
     return True
