@@ -824,9 +824,13 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
                 continue
             if type(gp) is not np.ndarray:  # a 0-d result is a numpy scalar, which += would not update in place
                 gp = np.asarray(gp)
-            gp = unbroadcast(gp, p.data.shape)
-            if gp.shape != p.data.shape:
-                raise RuntimeError(f"{ctx.backward_name}: gradient of shape {gp.shape} for an input of shape {p.shape}")
+            shape = gp.shape
+            try:
+                gp = unbroadcast(gp, p.data.shape)
+            except ValueError:  # a VJP that returned a gradient no broadcast can map back (a bug in that op)
+                gp = None
+            if gp is None or gp.shape != p.data.shape:
+                raise RuntimeError(f"{ctx.backward_name}: gradient of shape {shape} for an input of shape {p.shape}")
             if gp.dtype != p.data.dtype:
                 gp = gp.astype(p.data.dtype)
             if _state.anomaly:
