@@ -99,14 +99,14 @@ def _activation(spec: str | Activation, arg: str, owner: str) -> tuple[Activatio
 # --------------------------------------------------------------------------------------------- step equations
 #
 # ``xw`` is the input's contribution to the pre-activations, x_t @ W_ih^T (+ biases), computed by the caller:
-# a cell does it per call, a layer for all steps at once. ``w_hh_t`` is W_hh^T. ``h is None`` means a zero
-# initial state: the recurrent matmul is skipped (its value and gradients are exactly zero), as are the terms
-# multiplying c_{t-1}. Slices use ``[..., a:b]`` so that unbatched (1-D) states work unchanged.
+# a cell does it per call, a layer for all steps at once. ``w_hh_t`` is W_hh^T. Slices use ``[..., a:b]`` so that
+# unbatched (1-D) states work unchanged. A missing initial state is a zero tensor, as in PyTorch, so every weight
+# takes part in every step and gets a (possibly zero) gradient exactly when PyTorch's does.
 
 
-def rnn_step(xw: Tensor, h: Tensor | None, w_hh_t: Tensor, b_hh: Tensor | None, act: Activation) -> Tensor:
+def rnn_step(xw: Tensor, h: Tensor, w_hh_t: Tensor, b_hh: Tensor | None, act: Activation) -> Tensor:
     """Elman step: h' = act(xw + h @ W_hh^T + b_hh)."""
-    z = xw if h is None else xw + h @ w_hh_t
+    z = xw + h @ w_hh_t
     if b_hh is not None:
         z = z + b_hh
     return act(z)
@@ -114,8 +114,8 @@ def rnn_step(xw: Tensor, h: Tensor | None, w_hh_t: Tensor, b_hh: Tensor | None, 
 
 def lstm_step(
     xw: Tensor,
-    h: Tensor | None,
-    c: Tensor | None,
+    h: Tensor,
+    c: Tensor,
     w_hh_t: Tensor,
     b_hh: Tensor | None = None,
     peephole: tuple[Tensor, Tensor, Tensor] | None = None,
@@ -131,7 +131,7 @@ def lstm_step(
     ``elementwise`` says gate_act acts elementwise, so it may run once over all 4H pre-activations.
     """
     H = xw.shape[-1] // 4
-    z = xw if h is None else xw + h @ w_hh_t
+    z = xw + h @ w_hh_t
     if b_hh is not None:
         z = z + b_hh
     if peephole is None and elementwise:
@@ -139,14 +139,14 @@ def lstm_step(
         a = gate_act(z)
         i, f, o = a[..., :H], a[..., H : 2 * H], a[..., 3 * H :]
         g = cell_act(z[..., 2 * H : 3 * H])
-        c_new = i * g if c is None else f * c + i * g
+        c_new = f * c + i * g
     else:
         zi, zf, zg, zo = z[..., :H], z[..., H : 2 * H], z[..., 2 * H : 3 * H], z[..., 3 * H :]
-        if peephole is not None and c is not None:
+        if peephole is not None:
             zi = zi + peephole[0] * c
             zf = zf + peephole[1] * c
         i, f, g = gate_act(zi), gate_act(zf), cell_act(zg)
-        c_new = i * g if c is None else f * c + i * g
+        c_new = f * c + i * g
         if peephole is not None:
             zo = zo + peephole[2] * c_new  # the output gate looks at the new cell state
         o = gate_act(zo)
@@ -154,7 +154,7 @@ def lstm_step(
 
 
 def gru_step(
-    xw: Tensor, h: Tensor | None, w_hh_t: Tensor, b_hh: Tensor | None = None
+    xw: Tensor, h: Tensor, w_hh_t: Tensor, b_hh: Tensor | None = None
 ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
     """GRU step as PyTorch, gate order (r, z, n): returns (h', (r, z, n)).
 
@@ -162,20 +162,14 @@ def gru_step(
     h' = (1 - z)*n + z*h, where xw = x @ W_ih^T + b_ih.
     """
     H = xw.shape[-1] // 3
-    gh = None if h is None else h @ w_hh_t
+    gh = h @ w_hh_t
     if b_hh is not None:
-        gh = b_hh if gh is None else gh + b_hh
-    if gh is None:  # zero state and no bias: no recurrent term at all
-        rz = xw[..., : 2 * H].sigmoid()
-        r, z = rz[..., :H], rz[..., H:]
-        n = xw[..., 2 * H :].tanh()
-    else:
-        rz = (xw[..., : 2 * H] + gh[..., : 2 * H]).sigmoid()
-        r, z = rz[..., :H], rz[..., H:]
-        n = (xw[..., 2 * H :] + r * gh[..., 2 * H :]).tanh()
+        gh = gh + b_hh
+    rz = (xw[..., : 2 * H] + gh[..., : 2 * H]).sigmoid()
+    r, z = rz[..., :H], rz[..., H:]
+    n = (xw[..., 2 * H :] + r * gh[..., 2 * H :]).tanh()
     # (1 - z)*n + z*h written as n + z*(h - n): one node fewer, the same function.
-    h_new = n - z * n if h is None else n + z * (h - n)
-    return h_new, (r, z, n)
+    return n + z * (h - n), (r, z, n)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -247,6 +241,10 @@ class _CellBase(Module):
         _check_dtype(owner, what, s, self.weight_ih.dtype)
         return s
 
+    def _zeros(self, x: Tensor) -> Tensor:
+        """The default initial state: zeros of shape (B, H) or (H,)."""
+        return Tensor(np.zeros((*x.shape[:-1], self.hidden_size), x.dtype))
+
     def _xw(self, x: Tensor) -> Tensor:
         xw = x @ self.weight_ih.T
         return xw + self.bias_ih if self.bias_ih is not None else xw
@@ -269,7 +267,7 @@ class RNNCell(_CellBase):
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
         """One step: x (B, I) or (I,), h (B, H) or (H,) (zeros if None) -> h' of h's shape."""
         x = self._input(x)
-        h = None if h is None else self._state(h, x, "h")
+        h = self._zeros(x) if h is None else self._state(h, x, "h")
         h_new = rnn_step(self._xw(x), h, self.weight_hh.T, self.bias_hh, ACTIVATIONS[self.nonlinearity])
         if STEP_OBSERVERS:
             _notify(self, "rnn", 0, 0, None, h_new, None, {})
@@ -314,8 +312,9 @@ class LSTMCell(_CellBase):
     def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """One step: x (B, I) or (I,), hx = (h, c) each (B, H) or (H,) (zeros if None) -> (h', c')."""
         x = self._input(x)
-        h = c = None
-        if hx is not None:
+        if hx is None:
+            h = c = self._zeros(x)
+        else:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"LSTMCell: hx must be a pair (h, c), got {type(hx).__name__}")
             h, c = self._state(hx[0], x, "h"), self._state(hx[1], x, "c")
@@ -347,7 +346,7 @@ class GRUCell(_CellBase):
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
         """One step: x (B, I) or (I,), h (B, H) or (H,) (zeros if None) -> h'."""
         x = self._input(x)
-        h = None if h is None else self._state(h, x, "h")
+        h = self._zeros(x) if h is None else self._state(h, x, "h")
         h_new, (r, z, n) = gru_step(self._xw(x), h, self.weight_hh.T, self.bias_hh)
         if STEP_OBSERVERS:
             _notify(self, "gru", 0, 0, None, h_new, None, {"r": r, "z": z, "n": n})
@@ -473,10 +472,11 @@ class _RNNBase(Module):
         return (*result, all_states) if return_states else result
 
     def _initial_states(self, hx: Any, shape: tuple, dtype: np.dtype, batched: bool) -> list[Any]:
-        """Split hx into one initial state per layer/direction (None = zeros)."""
+        """Split hx into one initial state per layer/direction (zeros when hx is None)."""
         n = shape[0]
         if hx is None:
-            return [None] * n
+            zeros = Tensor(np.zeros(shape[1:], dtype))
+            return [(zeros, zeros) if self._kind == "lstm" else zeros] * n
         parts = self._hx_parts(hx)
         owner = type(self).__name__
         checked = []
@@ -655,7 +655,7 @@ class LSTM(_RNNBase):
         return stack([s[0] for s in finals], axis=0), stack([s[1] for s in finals], axis=0)
 
     def _step(self, xw, state, w_hh_t, b_hh, sfx):
-        h, c = (None, None) if state is None else state
+        h, c = state
         peep = None
         if self.peephole:
             peep = (
