@@ -3,7 +3,9 @@
 This module imports numpy only. An op works on plain ndarrays: ``forward`` computes the output and keeps in
 ``self.saved`` exactly the arrays its backward needs; ``backward(g)`` maps the gradient of the output to one
 gradient per input, *in the broadcast shape of the output*. Reducing those back to each input's shape
-("unbroadcast") happens in one place only, the engine in ``tensor.py``. A backward never writes into ``g``.
+("unbroadcast") happens in one place only, the engine in ``tensor.py``. A backward never writes into ``g``
+and keeps no reference to the arrays it returns: the engine may add into a fresh one in place or keep it as
+a leaf's ``.grad``.
 
 ``self.needs`` (one bool per input, set by the engine when it records the op) lets expensive VJPs skip
 inputs that do not require a gradient, e.g. the data side of a matmul.
