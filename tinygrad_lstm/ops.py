@@ -519,7 +519,11 @@ class Transpose(Op):
         return np.transpose(x, self.axes)
 
     def backward(self, g):
-        return (np.transpose(g, np.argsort(self.axes)),)
+        # The inverse permutation in plain Python: np.argsort costs more than the transpose of a small g.
+        inv = [0] * len(self.axes)
+        for i, a in enumerate(self.axes):
+            inv[a] = i
+        return (np.transpose(g, inv),)
 
 
 class Expand(Op):
@@ -534,8 +538,14 @@ class Expand(Op):
 
 def _is_basic(idx) -> bool:
     """True for an index of ints, slices, None and Ellipsis only (a view: no element is picked twice)."""
-    parts = idx if isinstance(idx, tuple) else (idx,)
-    return all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in parts)
+    # A plain loop on exact types first: this runs for every slice's VJP (each step of an unrolled sequence).
+    for p in idx if type(idx) is tuple else (idx,):
+        if type(p) not in _BASIC_TYPES and not isinstance(p, (int, np.integer)):
+            return False
+    return True
+
+
+_BASIC_TYPES = frozenset({int, slice, type(None), type(Ellipsis)})
 
 
 class GetItem(Op):
