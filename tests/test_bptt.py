@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 
@@ -576,3 +578,18 @@ def test_compare_cells_table_and_plot(tmp_path):
         bptt.compare_cells(["lstm", "transformer"], path=None)
     with pytest.raises(ValueError, match="unknown task"):
         bptt.compare_cells(["lstm"], task="copy", path=None)
+
+
+def test_cli_options_print_the_table_and_write_the_plot(tmp_path, capsys):
+    parser = bptt.add_cli_arguments(argparse.ArgumentParser())
+    out = tmp_path / "bptt.png"
+    args = parser.parse_args(
+        ["--steps", "20", "--cells", "rnn,lstm", "--hidden", "5", "--batch", "2", "--out", str(out)]
+    )
+    assert bptt.run_cli(args) == 0
+    text = capsys.readouterr().out
+    assert "rnn " in text and "lstm " in text and "norm[0]/norm[T-1]" in text and str(out) in text
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    bad = parser.parse_args(["--cells", "rnn,lsmt", "--out", str(tmp_path / "x.png")])
+    assert bptt.run_cli(bad) == 2 and "unknown cell" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

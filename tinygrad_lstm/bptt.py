@@ -17,7 +17,9 @@ textbook way instead, see their docstrings.
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -33,12 +35,14 @@ from .tensor import _state as _tensor_state
 __all__ = [
     "NotRecordedError",
     "Recording",
+    "add_cli_arguments",
     "compare_cells",
     "format_table",
     "jacobian_norms",
     "measure_gradient_flow",
     "plot_gradient_flow",
     "record",
+    "run_cli",
     "step_jacobian_norms",
     "tbptt",
 ]
@@ -915,3 +919,40 @@ def plot_gradient_flow(norms: dict[str, np.ndarray], path: str | os.PathLike, ti
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     return _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``python -m tinygrad_lstm bptt`` (added to ``parser``, which is returned)."""
+    parser.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated cell types (rnn, lstm, gru)")
+    parser.add_argument("--steps", type=int, default=100, help="sequence length T")
+    parser.add_argument("--task", choices=("adding", "sine"), default="adding", help="input sequences")
+    parser.add_argument("--hidden", type=int, default=32, help="hidden units")
+    parser.add_argument("--batch", type=int, default=16, help="sequences in the batch")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the inputs and of every cell's weights")
+    parser.add_argument(
+        "--forget-bias", type=float, default=None, help="LSTM forget-gate bias (default: PyTorch's init)"
+    )
+    parser.add_argument("--out", default="bptt.png", help="where to write the plot (PNG)")
+    return parser
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run the ``bptt`` subcommand: print the table, write the plot; 0 on success, 2 on a bad argument."""
+    try:
+        res = compare_cells(
+            args.cells.split(","),
+            steps=args.steps,
+            task=args.task,
+            hidden=args.hidden,
+            batch=args.batch,
+            seed=args.seed,
+            forget_bias=args.forget_bias,
+            path=args.out,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"||dL/dh_t|| through time, {args.task} task, T={args.steps} (loss on the last step's output)")
+    print(res["table"])
+    print(f"wrote {res['path']}")
+    return 0
