@@ -27,3 +27,18 @@ def test_grads_in_of_a_shared_weight_are_per_step_terms():
     first = W.grad.copy()
     loss.backward()
     np.testing.assert_allclose(W.grad, 2 * first, rtol=1e-12)
+
+
+def test_fork_rng_draws_from_its_seed_and_restores_the_stream():
+    from tinygrad_lstm import fork_rng, manual_seed
+
+    manual_seed(3)
+    expected = [Tensor.randn(2).numpy() for _ in range(2)]
+    manual_seed(3)
+    first = Tensor.randn(2).numpy()
+    with fork_rng(7):
+        inner = Tensor.randn(2).numpy()
+    with fork_rng(7):
+        np.testing.assert_array_equal(Tensor.randn(2).numpy(), inner)
+    np.testing.assert_array_equal(first, expected[0])
+    np.testing.assert_array_equal(Tensor.randn(2).numpy(), expected[1])  # the outer stream resumed

@@ -91,3 +91,15 @@ def test_train_eval_and_zero_grad():
 def test_forward_not_defined_is_a_clear_error():
     with pytest.raises(NotImplementedError, match="Empty does not define forward"):
         type("Empty", (nn.Module,), {})()(1)
+
+
+def test_walking_a_submodule_keeps_the_roots_qualified_names():
+    m = Block()
+    m.parameters()
+    assert m.fc.weight.name == "fc.weight"
+    m.fc.parameters()  # a walk from the child must not shorten the label back to "weight"
+    assert m.fc.weight.name == "fc.weight"
+    p = nn.Parameter(np.zeros(2), name="my_scale")
+    m.extra["scale"] = p
+    m.parameters()
+    assert p.name == "my_scale"  # a name the user chose is kept

@@ -9,7 +9,9 @@ from .tensor import (
     default_dtype,
     detect_anomaly,
     enable_grad,
+    fork_rng,
     get_default_dtype,
+    get_rng,
     manual_seed,
     maximum,
     minimum,
@@ -31,19 +33,22 @@ __all__ = [
     "default_dtype",
     "detect_anomaly",
     "enable_grad",
+    "fork_rng",
     "get_default_dtype",
+    "get_rng",
     "gradcheck",
+    "load",
     "manual_seed",
     "maximum",
     "minimum",
     "no_grad",
+    "save",
     "scope",
     "set_default_dtype",
     "stack",
     "unbroadcast",
     "where",
 ]
-__all__ += ["load", "save"]
 
 
 def __getattr__(name: str):

@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 
 from .nn.module import Module, Parameter
-from .tensor import Tensor, default_dtype, get_default_dtype, manual_seed, no_grad
-from .tensor import _state as _tensor_state
+from .tensor import Tensor, default_dtype, fork_rng, get_default_dtype, no_grad
 
 __all__ = [
     "NotRecordedError",
@@ -805,17 +804,6 @@ def _task(task: str, steps: int, batch: int, rng: np.random.Generator) -> tuple[
     raise ValueError(f"bptt: unknown task {task!r} (choose 'adding' or 'sine')")
 
 
-@contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Initialize from ``seed`` without disturbing the caller's generator (the demo keeps its random stream)."""
-    prev = _tensor_state.rng
-    manual_seed(seed)
-    try:
-        yield
-    finally:
-        _tensor_state.rng = prev
-
-
 def _make_layer(kind: str, input_size: int, hidden: int, forget_bias: float | None) -> Module:
     from . import nn
 
@@ -843,7 +831,7 @@ def measure_gradient_flow(
     from . import nn
 
     with default_dtype(np.float64):
-        with _seeded(seed):
+        with fork_rng(seed):  # the caller's random stream (e.g. the demo's) is left alone
             layer = _make_layer(kind, xs.shape[-1], hidden, forget_bias)
             head = nn.Linear(hidden, target.shape[-1])
         with record() as rec:

@@ -41,6 +41,17 @@ def manual_seed(seed: int) -> None:
     _state.rng = np.random.default_rng(seed)
 
 
+@contextmanager
+def fork_rng(seed: int | None = None) -> Iterator[np.random.Generator]:
+    """Inside the block, draw from a generator seeded with ``seed``; afterwards the previous stream resumes."""
+    prev = _state.rng
+    _state.rng = np.random.default_rng(seed)
+    try:
+        yield _state.rng
+    finally:
+        _state.rng = prev
+
+
 def get_rng() -> np.random.Generator:
     """The generator seeded by ``manual_seed`` (for layers that draw random numbers)."""
     return _state.rng

@@ -88,14 +88,17 @@ class Module:
         return (v for _, v in self._named_members() if isinstance(v, Module))
 
     def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
-        """Every parameter once, with its dotted name; each parameter takes that name as its label."""
+        """Every parameter once, with its dotted name; a parameter takes the longest such name as its label."""
         seen: set[int] = set()
         for mname, mod in self.named_modules():
             for k, v in mod._named_members():
                 if isinstance(v, Parameter) and id(v) not in seen:
                     seen.add(id(v))
                     full = f"{mname}.{k}" if mname else k
-                    v.name = full
+                    # Names only ever get more qualified ("weight" -> "lstm.weight"): walking a sub-module
+                    # later must not undo the root's labels, and a name the user chose is kept.
+                    if v.name is None or (len(full) > len(v.name) and full.endswith("." + v.name)):
+                        v.name = full
                     yield full, v
 
     def parameters(self) -> list[Parameter]:
