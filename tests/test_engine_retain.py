@@ -42,3 +42,28 @@ def test_fork_rng_draws_from_its_seed_and_restores_the_stream():
         np.testing.assert_array_equal(Tensor.randn(2).numpy(), inner)
     np.testing.assert_array_equal(first, expected[0])
     np.testing.assert_array_equal(Tensor.randn(2).numpy(), expected[1])  # the outer stream resumed
+
+
+def test_no_grad_and_enable_grad_work_as_bare_and_called_decorators():
+    from tinygrad_lstm import enable_grad, no_grad
+
+    x = Tensor([1.0, 2.0], requires_grad=True)
+
+    @no_grad
+    def bare(t):
+        """doc kept"""
+        return t * 2
+
+    @no_grad()
+    def called(t):
+        return t * 2
+
+    @enable_grad
+    def back_on(t):
+        return t * 2
+
+    assert not bare(x).requires_grad and not called(x).requires_grad
+    assert bare.__doc__ == "doc kept" and bare.__name__ == "bare"
+    with no_grad():
+        assert back_on(x).requires_grad
+    assert (x * 2).requires_grad  # the switch is restored afterwards

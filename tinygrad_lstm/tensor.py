@@ -10,6 +10,7 @@ time steps for weights shared by every step.
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -76,6 +77,11 @@ class _Switch:
     attr = ""
     value: Any = None
 
+    def __new__(cls, fn: Callable | None = None) -> Any:
+        # ``@no_grad`` (bare) hands the function straight to the class: return the decorated function.
+        self = super().__new__(cls)
+        return self if fn is None else self(fn)
+
     def __enter__(self) -> None:
         self._prev = getattr(_state, self.attr)
         setattr(_state, self.attr, self.value)
@@ -90,8 +96,7 @@ class _Switch:
             with switch():
                 return fn(*args, **kwargs)
 
-        wrapped.__name__, wrapped.__doc__ = fn.__name__, fn.__doc__
-        return wrapped
+        return functools.wraps(fn)(wrapped)
 
 
 class no_grad(_Switch):
