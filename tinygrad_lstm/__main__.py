@@ -1,0 +1,158 @@
+"""Command line: ``python -m tinygrad_lstm <subcommand>`` (also installed as ``tinygrad-lstm``).
+
+Each subcommand is one entry in ``SUBCOMMANDS``: a name, a help line, a function that adds its options to an
+argparse sub-parser and a function that runs it and returns the exit code. Adding a subcommand is one entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+# ------------------------------------------------------------------------------------------------ graph
+
+
+def _graph_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of ``graph``: which tiny model to unroll and how to draw it."""
+    p.add_argument("--model", choices=("lstm", "gru", "rnn", "mlp"), default="lstm", help="the model to draw")
+    p.add_argument("--steps", type=int, default=3, help="time steps to unroll (recurrent models)")
+    p.add_argument("--hidden", type=int, default=4, help="hidden size")
+    p.add_argument("--input", type=int, default=3, help="input size")
+    p.add_argument("--batch", type=int, default=2, help="batch size")
+    p.add_argument("--view", choices=("forward", "backward"), default="forward", help="forward ops or backward VJPs")
+    p.add_argument("--collapse", default=None, help="scope name (e.g. cell) or depth: draw each such cluster as a node")
+    p.add_argument(
+        "--show-steps",
+        type=int,
+        nargs=2,
+        metavar=("K1", "K2"),
+        default=None,
+        help="draw only the first K1 and last K2 time steps",
+    )
+    p.add_argument("--no-grads", action="store_true", help="do not show gradient norms")
+    p.add_argument("--rankdir", choices=("TB", "LR", "BT", "RL"), default="TB", help="layout direction")
+    p.add_argument("--seed", type=int, default=0, help="random seed for weights and data")
+    p.add_argument("--out", default=None, help="output file (.svg or .png); default graph_<model>_<view>.svg")
+    return p
+
+
+def _graph_model(args: argparse.Namespace):
+    """A tiny model (inside a container so scopes and names read ``lstm``, ``lstm.weight_hh_l0``) and its loss."""
+    from . import Tensor, manual_seed, nn
+
+    manual_seed(args.seed)
+    n, h, b, t = args.input, args.hidden, args.batch, args.steps
+    for name, v in (("--input", n), ("--hidden", h), ("--batch", b), ("--steps", t)):
+        if v < 1:
+            raise ValueError(f"graph: {name} must be >= 1, got {v}")
+
+    class Model(nn.Module):
+        """The drawn model: one layer named after --model, and a squared-output loss."""
+
+        def __init__(self) -> None:
+            if args.model == "mlp":
+                self.fc1 = nn.Linear(n, h)
+                self.fc2 = nn.Linear(h, 1)
+            else:
+                layer = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[args.model]
+                setattr(self, args.model, layer(n, h))
+
+        def forward(self, x: Tensor) -> Tensor:
+            if args.model == "mlp":
+                return (self.fc2(self.fc1(x).tanh()) ** 2).mean()
+            out, _ = getattr(self, args.model)(x)
+            return (out * out).mean()
+
+    model = Model()
+    list(model.named_parameters())  # gives every parameter its dotted name for the labels
+    shape = (b, n) if args.model == "mlp" else (t, b, n)
+    x = Tensor.randn(*shape, name="x")
+    return x, model
+
+
+def _graph_run(args: argparse.Namespace) -> int:
+    """Build the tiny model, run forward and backward(retain_graph=True), render, print the file's path."""
+    from . import viz
+
+    try:
+        collapse = args.collapse
+        if collapse is not None and collapse.isdigit():
+            collapse = int(collapse)
+        x, model = _graph_model(args)
+        loss = model(x)
+        loss.backward(retain_graph=True)
+        out = Path(args.out or f"graph_{args.model}_{args.view}.svg")
+        path = viz.render(
+            loss,
+            path=out,
+            view=args.view,
+            collapse=collapse,
+            steps=tuple(args.show_steps) if args.show_steps else None,
+            show_grads=not args.no_grads,
+            rankdir=args.rankdir,
+        )
+    except (ValueError, TypeError, RuntimeError) as e:
+        print(f"tinygrad-lstm graph: error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ bptt
+
+
+def _bptt_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from .bptt import add_cli_arguments
+
+    return add_cli_arguments(p)
+
+
+def _bptt_run(args: argparse.Namespace) -> int:
+    from .bptt import run_cli
+
+    return run_cli(args)
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+Subcommand = tuple[str, str, Callable[[argparse.ArgumentParser], object], Callable[[argparse.Namespace], int]]
+
+SUBCOMMANDS: list[Subcommand] = [
+    (
+        "graph",
+        "draw a tiny model's computation graph (forward ops or backward VJPs) with gradients",
+        _graph_arguments,
+        _graph_run,
+    ),
+    ("bptt", "compare gradient flow through time for RNN, LSTM and GRU cells", _bptt_arguments, _bptt_run),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-parser per entry of ``SUBCOMMANDS``."""
+    parser = argparse.ArgumentParser(
+        prog="tinygrad-lstm", description="tinygrad_lstm: study backpropagation through time"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, help_text, add_arguments, run in SUBCOMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (``sys.argv[1:]`` by default), run the subcommand, return its exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as e:  # argparse exits on --help and on bad arguments: report that as a return code
+        return int(e.code) if isinstance(e.code, int) else 2
+    return int(args._run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
