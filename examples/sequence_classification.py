@@ -254,7 +254,7 @@ def plot(hist: dict[str, list[float]], chance: float, baseline: float, args: arg
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_title("accuracy")
-    ax_acc.legend(loc="lower right")
+    ax_acc.legend(loc="center left")
     ax_acc.grid(alpha=0.3)
     fig.suptitle(
         f"LSTM({args.hidden1}) -> LSTM({args.hidden2}) -> Linear({args.symbols}): which symbol was marked "
