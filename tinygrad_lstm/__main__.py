@@ -81,7 +81,8 @@ def _graph_run(args: argparse.Namespace) -> int:
         if collapse is not None and collapse.isdigit():
             collapse = int(collapse)
         x, model = _graph_model(args)
-        loss = model(x)
+        # forward() directly, not model(x): the container adds no scope, so clusters read lstm > t=k > cell.
+        loss = model.forward(x)
         loss.backward(retain_graph=True)
         out = Path(args.out or f"graph_{args.model}_{args.view}.svg")
         path = viz.render(

@@ -936,6 +936,10 @@ def _run_engine(src: str, path: Path, fmt: str) -> Path:
         if proc.returncode != 0 or os.path.getsize(tmp) == 0:
             err = proc.stderr.decode("utf-8", "replace").strip()
             raise RuntimeError(f"render: {engine} -T{fmt} failed (exit {proc.returncode}): {err}")
+        # mkstemp makes the file private (0600); give it the mode a plain open() would have given it.
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
