@@ -194,3 +194,33 @@ def test_overwrite_replaces_file(tmp_path):
     save({"b": np.zeros(3)}, path)
     assert list(load(path)) == ["b"]
     assert os.listdir(tmp_path) == ["ckpt"]
+
+
+def test_atomic_files_get_the_mode_a_plain_open_gives(tmp_path):
+    import os
+
+    from tinygrad_lstm.io import atomic_path
+
+    mask = os.umask(0o022)
+    try:
+        save({"w": np.zeros(2)}, tmp_path / "m.npz")
+        with atomic_path(tmp_path / "sub" / "t.txt") as tmp:
+            tmp.write_text("hi")
+        assert (tmp_path / "sub" / "t.txt").read_text() == "hi"
+        for f in (tmp_path / "m.npz", tmp_path / "sub" / "t.txt"):
+            assert f.stat().st_mode & 0o777 == 0o644
+        assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["t.txt"]  # no temporary file left
+    finally:
+        os.umask(mask)
+
+
+def test_atomic_path_leaves_the_old_file_on_error(tmp_path):
+    from tinygrad_lstm.io import atomic_path
+
+    target = tmp_path / "keep.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .io import atomic_path
 from .nn.module import Module, Parameter
 from .tensor import Tensor, default_dtype, fork_rng, get_default_dtype, no_grad
 
@@ -371,7 +371,9 @@ class Recording:
         modules share a (layer, direction); ``streams`` and ``kinds`` list them. Loads with allow_pickle=False.
         """
         arrays = self._arrays()
-        return _atomic_write(path, lambda f: np.savez(f, **arrays))
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would add ".npz"
+            np.savez(f, **arrays)
+        return Path(path)
 
     def plot(
         self, path: str | os.PathLike, layer: int = 0, direction: int = 0, *, module: Any = None, run: int = -1
@@ -478,7 +480,9 @@ class Recording:
         ax.set_xlabel("time step t")
         ax.grid(True, alpha=0.3)
 
-        return _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+        return Path(path)
 
 
 @contextmanager
@@ -522,22 +526,6 @@ def _quiet() -> Iterator[None]:
         yield
     finally:
         observers[:] = saved
-
-
-def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
-    """Write through a temporary file in the target directory, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 # ------------------------------------------------------------------------------------------------ Jacobians
@@ -881,12 +869,13 @@ def compare_cells(
 
 def format_table(norms: dict[str, np.ndarray]) -> str:
     """One row per cell: ||dL/dh_t|| at t = 0, T/2 and T-1, and the decay ratio norm[0] / norm[T-1]."""
-    head = f"{'cell':<6} {'t=0':>11} {'t=T/2':>11} {'t=T-1':>11} {'norm[0]/norm[T-1]':>18}"
+    w = max(6, *(len(c) for c in norms))
+    head = f"{'cell':<{w}} {'t=0':>11} {'t=T/2':>11} {'t=T-1':>11} {'norm[0]/norm[T-1]':>18}"
     rows = [head, "-" * len(head)]
     for cell, n in norms.items():
         T = len(n)
         ratio = n[0] / n[-1] if n[-1] != 0 else float("nan")
-        rows.append(f"{cell:<6} {n[0]:>11.3e} {n[T // 2]:>11.3e} {n[-1]:>11.3e} {ratio:>18.3e}")
+        rows.append(f"{cell:<{w}} {n[0]:>11.3e} {n[T // 2]:>11.3e} {n[-1]:>11.3e} {ratio:>18.3e}")
     return "\n".join(rows)
 
 
@@ -899,14 +888,17 @@ def plot_gradient_flow(norms: dict[str, np.ndarray], path: str | os.PathLike, ti
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     for cell, n in norms.items():
-        ax.plot(np.arange(len(n)), np.where(n > 0, n, np.nan), lw=2, label=cell.upper())
+        label = cell.upper() if cell in CELL_KINDS else cell  # "lstm" -> "LSTM"; a caller's own label as is
+        ax.plot(np.arange(len(n)), np.where(n > 0, n, np.nan), lw=2, label=label)
     ax.set_yscale("log")
     ax.set_xlabel("time step t (the loss reads the last step)")
     ax.set_ylabel("||dL/dh_t||")
     ax.set_title("gradient norm through time" + (f"\n{title}" if title else ""))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    return _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    return Path(path)
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -17,6 +17,8 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,36 +82,50 @@ def _decode(node: Any, arrays: dict[str, np.ndarray], path: str) -> Any:
     raise bad
 
 
-def save(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` (a state dict: nested dicts/lists/tuples of arrays, Tensors, numbers, strings, None).
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block succeeds, move it over ``path`` atomically.
 
-    The file is replaced atomically; unsupported objects raise TypeError naming their key.
+    Whatever the block writes to the temporary path is fsynced, given the mode a plain ``open()`` would have
+    given it (mkstemp makes files private), then renamed over ``path``: readers and crashes see either the old
+    file or the new one, never half of one. On error the temporary file is removed and ``path`` is untouched.
     """
-    path = os.fspath(path)
-    arrays: dict[str, np.ndarray] = {}
-    manifest = {"format": _FORMAT, "root": _encode(obj, "", arrays)}
-    blob = json.dumps(manifest, allow_nan=True).encode("utf-8")
-    arrays[_MANIFEST] = np.frombuffer(blob, dtype=np.uint8)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
     try:  # make the rename itself durable; not possible everywhere (e.g. Windows), and not needed for safety
-        dfd = os.open(directory, os.O_RDONLY)
+        dfd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
     except OSError:
         pass
+
+
+def save(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` (a state dict: nested dicts/lists/tuples of arrays, Tensors, numbers, strings, None).
+
+    The file is replaced atomically; unsupported objects raise TypeError naming their key.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    manifest = {"format": _FORMAT, "root": _encode(obj, "", arrays)}
+    blob = json.dumps(manifest, allow_nan=True).encode("utf-8")
+    arrays[_MANIFEST] = np.frombuffer(blob, dtype=np.uint8)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name
+        np.savez(f, **arrays)
 
 
 def load(path: str | os.PathLike) -> Any:

@@ -30,7 +30,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .io import atomic_path
 from .tensor import Tensor, get_default_dtype
 
 __all__ = ["draw", "find_engine", "render", "to_dot"]
@@ -926,22 +926,11 @@ def render(*roots: Tensor, path: str | os.PathLike, format: str | None = None, *
 def _run_engine(src: str, path: Path, fmt: str) -> Path:
     """Run the layout engine on DOT text and write its output atomically to ``path``."""
     engine = find_engine()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         proc = subprocess.run(
-            [engine, "-Kdot", f"-T{fmt}", "-o", tmp], input=src.encode("utf-8"), capture_output=True, check=False
+            [engine, "-Kdot", f"-T{fmt}", "-o", str(tmp)], input=src.encode("utf-8"), capture_output=True, check=False
         )
         if proc.returncode != 0 or os.path.getsize(tmp) == 0:
             err = proc.stderr.decode("utf-8", "replace").strip()
             raise RuntimeError(f"render: {engine} -T{fmt} failed (exit {proc.returncode}): {err}")
-        # mkstemp makes the file private (0600); give it the mode a plain open() would have given it.
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
