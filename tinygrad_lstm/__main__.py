@@ -116,11 +116,35 @@ def _bptt_run(args: argparse.Namespace) -> int:
     return run_cli(args)
 
 
+# ------------------------------------------------------------------------------------------------ demo
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of ``demo``: where to write, and a quick mode for smoke tests."""
+    p.add_argument("--out", default="tinygrad_lstm_demo", help="output folder (default ./tinygrad_lstm_demo)")
+    p.add_argument("--quick", action="store_true", help="a few seconds: tiny training, short sequences")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    return p
+
+
+def _demo_run(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(out=args.out, quick=args.quick, seed=args.seed)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ registry
 
 Subcommand = tuple[str, str, Callable[[argparse.ArgumentParser], object], Callable[[argparse.Namespace], int]]
 
 SUBCOMMANDS: list[Subcommand] = [
+    (
+        "demo",
+        "train a small LSTM forecaster, draw its graphs, plot gradients through time, save the weights",
+        _demo_arguments,
+        _demo_run,
+    ),
     (
         "graph",
         "draw a tiny model's computation graph (forward ops or backward VJPs) with gradients",
