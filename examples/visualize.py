@@ -20,6 +20,11 @@ in a Python loop, each for 1 and 5 steps, forward and backward, expanded and col
 ``nn.LSTM`` with ``steps=(2, 2)`` and ``collapse="cell"``. The loss reads only the last hidden state, as a
 sequence classifier would. Files go into ``--out`` as SVG, and as PNG when the Graphviz engine can write PNG.
 Run ``python examples/visualize.py --help`` for the options.
+
+Things to look for: in the 1-step graphs ``weight_hh`` is grey (gradient exactly 0): the initial state h_0 is
+zero, so U h_0 does not depend on U. In the 5-step backward graphs each weight's gradient arrives through a
+``+= (5 terms)`` node, one term per step. In the 200-step drawing the gradient at t = 0 is ~1e-41 against ~0.2
+at the last step: it vanishes on the way back through time.
 """
 
 from __future__ import annotations
