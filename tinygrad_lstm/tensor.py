@@ -929,9 +929,10 @@ def minimum(a: Any, b: Any) -> Tensor:
 
 
 def walk(*roots: Tensor) -> Iterator[Tensor]:
-    """Every tensor reachable from ``roots`` through recorded ops, each once (no recursion)."""
+    """Every tensor reachable from ``roots`` through recorded ops, each once, depth-first with each op's inputs
+    in order (no recursion). A released graph (after backward) ends at the released nodes."""
     seen: set[int] = set()
-    stack = list(roots)
+    stack = list(reversed(roots))
     while stack:
         t = stack.pop()
         if id(t) in seen:
@@ -939,7 +940,7 @@ def walk(*roots: Tensor) -> Iterator[Tensor]:
         seen.add(id(t))
         yield t
         if t._ctx is not None and t._ctx.parents is not None:
-            stack.extend(t._ctx.parents)
+            stack.extend(reversed(t._ctx.parents))
 
 
 @contextmanager

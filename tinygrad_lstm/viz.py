@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .io import atomic_path
-from .tensor import Tensor, get_default_dtype
+from .tensor import Tensor, get_default_dtype, walk
 
 __all__ = ["draw", "find_engine", "render", "to_dot"]
 
@@ -169,24 +169,15 @@ class _Drawn:
 
 def _walk_checked(roots: tuple) -> list[Tensor]:
     """Every tensor reachable from the roots (iteratively), refusing a graph that backward() released."""
-    seen: set[int] = set()
-    order: list[Tensor] = []
-    stack = list(roots)
-    while stack:
-        t = stack.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        order.append(t)
+    order = list(walk(*roots))
+    for t in order:
         ctx = t._ctx
-        if ctx is not None:
-            if ctx.parents is None:
-                raise RuntimeError(
-                    f"to_dot: graph was released by backward() (node {ctx.name} in scope "
-                    f"{'/'.join(ctx.scope) or '<top level>'} has no inputs any more); "
-                    "pass retain_graph=True to backward() to draw it afterwards"
-                )
-            stack.extend(reversed(ctx.parents))
+        if ctx is not None and ctx.parents is None:
+            raise RuntimeError(
+                f"to_dot: graph was released by backward() (node {ctx.name} in scope "
+                f"{'/'.join(ctx.scope) or '<top level>'} has no inputs any more); "
+                "pass retain_graph=True to backward() to draw it afterwards"
+            )
     return order
 
 
