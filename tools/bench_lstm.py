@@ -13,6 +13,11 @@ numpy's BLAS has (``--threads N`` sets both).
 
     python tools/bench_lstm.py            # the three sizes of issue 3
     python tools/bench_lstm.py --quick    # tiny sizes, a few repeats: a smoke test (used by the test suite)
+    python tools/bench_lstm.py --threads 1 --clock cpu   # steadier on a shared, busy machine
+
+On a machine shared with other jobs, multi-threaded BLAS/OpenMP threads that lose their core spin and wait, which
+can inflate one contestant's wall time many times over; compare with ``--threads 1 --clock cpu`` before trusting
+a ratio.
 """
 
 from __future__ import annotations
@@ -74,6 +79,23 @@ def blas_threads() -> tuple[int, str]:
             return int(os.environ[var]), f"${var}"
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return n, "CPU count (BLAS default)"
+
+
+def keep_freed_memory() -> str:
+    """Ask glibc malloc to keep freed blocks for reuse instead of returning them to the OS.
+
+    By default glibc serves multi-MB blocks with fresh mmap pages and trims the heap, so an engine that
+    allocates a new (H, 4H) weight gradient at every step page-faults its way through it each time (tens of
+    thousands of minor faults per call at H=512). This changes the allocator policy of the whole process, for
+    every contestant alike; it is off by default and reported in the header when on.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20) and libc.mallopt(M_TRIM_THRESHOLD, 2**30)
+    except (OSError, AttributeError):
+        ok = 0
+    return "glibc mallopt: mmap threshold 32 MiB, trim threshold 1 GiB" if ok else "mallopt not available"
 
 
 def make_problem(B: int, T: int, I: int, H: int, seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -173,7 +195,7 @@ def contestants(params: dict, x: np.ndarray, target: np.ndarray) -> dict[str, Ca
     return fns
 
 
-def measure(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+def measure(fns: dict[str, Callable[[], float]], repeats: int, clock: Callable[[], float] = time.perf_counter) -> dict:
     """Median milliseconds per call; each repeat runs every contestant once, in a rotating order."""
     losses = {name: fn() for name, fn in fns.items()}  # warm-up, and a check that all compute the same thing
     ref = losses["numpy BPTT"]
@@ -185,9 +207,9 @@ def measure(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, floa
     for r in range(repeats):
         for k in range(len(names)):
             name = names[(r + k) % len(names)]
-            t0 = time.perf_counter()
+            t0 = clock()
             fns[name]()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return {n: 1000.0 * float(np.median(ts)) for n, ts in times.items()}
 
 
@@ -204,7 +226,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (a smoke test)")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per size (default: 100/30/7, quick: 5)")
     ap.add_argument("--threads", type=int, default=None, help="BLAS and torch threads (default: numpy's)")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time (default); cpu: this process's CPU time summed over its threads, which a busy "
+        "shared machine disturbs far less (with --threads 1 it is the compute time of each contestant)",
+    )
+    ap.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="tune glibc malloc to reuse freed multi-MB blocks (see keep_freed_memory); off by default",
+    )
     args = ap.parse_args(argv)
+    malloc_note = keep_freed_memory() if args.keep_freed_memory else "default glibc malloc settings"
     sizes, repeats = (QUICK_SIZES, QUICK_REPEATS) if args.quick else (FULL_SIZES, FULL_REPEATS)
     if args.repeats is not None:
         repeats = (args.repeats,) * len(sizes)
@@ -218,13 +253,14 @@ def main(argv: list[str] | None = None) -> int:
         torch_note = f"torch {torch.__version__} with {torch.get_num_threads()} threads"
     except ImportError:
         pass
-    print("# LSTM fwd+bwd benchmark (float32, Linear head on every step, MSE), median ms over repeats\n")
+    print(f"# LSTM fwd+bwd benchmark (float32, Linear head on every step, MSE), median {args.clock}-clock ms\n")
     print(f"numpy {np.__version__}, BLAS threads {threads} ({how}); {torch_note}; Python {platform.python_version()}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs\n")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; {malloc_note}\n")
 
     rows = []
     for (B, T, I, H), rep in zip(sizes, repeats):
-        ms = measure(contestants(*make_problem(B, T, I, H)), rep)
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
+        ms = measure(contestants(*make_problem(B, T, I, H)), rep, clock)
         rows.append(((B, T, I, H), rep, ms))
 
     cols = ["ours LSTMCell loop", "ours LSTM", "numpy BPTT", "torch LSTMCell loop", "torch nn.LSTM"]

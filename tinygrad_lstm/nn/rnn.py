@@ -21,6 +21,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -456,7 +457,7 @@ class _RNNBase(Module):
             outs, layer_states = [], []
             for d in range(D):
                 sfx = self._suffix(layer, d)
-                with scope(f"l{layer}" + ("_reverse" if d else "")) if split_scopes else _NO_SCOPE:
+                with scope(f"l{layer}" + ("_reverse" if d else "")) if split_scopes else nullcontext():
                     hs, states, final = self._run_direction(layer_in, init, layer, d, sfx, return_states)
                 outs.append(hs)
                 finals.append(final)
@@ -553,19 +554,6 @@ class _RNNBase(Module):
         if self.bidirectional:
             s += ", bidirectional=True"
         return s
-
-
-class _NoScope:
-    """A do-nothing context manager (single-layer, unidirectional layers add no layer scope)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-_NO_SCOPE = _NoScope()
 
 
 class RNN(_RNNBase):
