@@ -6,40 +6,12 @@ metrics ``main`` returns (losses that must fall, accuracies above chance) and th
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def load_example(name: str) -> ModuleType:
-    """Import ``examples/<name>.py`` as a module (cached, so each is imported once)."""
-    key = f"_example_{name}"
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[key] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def assert_pngs(paths: list[str], expected: int) -> None:
-    """Exactly ``expected`` pictures, each a non-trivial file starting with the PNG signature."""
-    assert len(paths) == expected
-    for p in paths:
-        data = Path(p).read_bytes()
-        assert data[:8] == PNG_SIGNATURE, p
-        assert len(data) > 5000, f"{p} is suspiciously small ({len(data)} bytes)"
-
+from example_helpers import assert_pngs, load_example
 
 # ------------------------------------------------------------------------------------------------ fc_classifier
 

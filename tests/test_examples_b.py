@@ -8,38 +8,13 @@ scripts, not a package: they are loaded from ``examples/`` by path.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def load_example(name: str) -> ModuleType:
-    """Import ``examples/<name>.py`` as a module (cached, so each is imported once)."""
-    key = f"_example_b_{name}"
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[key] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def assert_png(path: Path | str, min_bytes: int = 5000) -> None:
-    """A non-trivial file starting with the PNG signature."""
-    data = Path(path).read_bytes()
-    assert data[:8] == PNG_SIGNATURE, path
-    assert len(data) > min_bytes, f"{path} is suspiciously small ({len(data)} bytes)"
+from example_helpers import assert_png, load_example
 
 
 @pytest.mark.parametrize("name", ["adding_problem", "gate_activations", "rnn_fc_head", "visualize"])
