@@ -593,3 +593,25 @@ def test_cli_options_print_the_table_and_write_the_plot(tmp_path, capsys):
     bad = parser.parse_args(["--cells", "rnn,lsmt", "--out", str(tmp_path / "x.png")])
     assert bptt.run_cli(bad) == 2 and "unknown cell" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_tbptt_clips_each_chunk_before_the_step():
+    from tinygrad_lstm import optim
+    from tinygrad_lstm.nn import functional as F
+
+    manual_seed(0)
+    layer = nn.RNN(2, 4)
+    xs = Tensor.randn(12, 3, 2) * 50  # large inputs: large gradients
+    ys = Tensor.randn(12, 3, 4)
+    seen = []
+
+    class Spy(optim.SGD):
+        def step(self):
+            seen.append(np.sqrt(sum(float((p.grad**2).sum()) for p in layer.parameters())))
+            super().step()
+
+    losses, _ = bptt.tbptt(layer, xs, ys, 4, F.mse_loss, Spy(layer.parameters(), lr=0.01), max_norm=0.5)
+    assert len(losses) == len(seen) == 3
+    assert max(seen) <= 0.5 + 1e-6
+    with pytest.raises(ValueError, match="needs an optimizer"):
+        bptt.tbptt(layer, xs, ys, 4, F.mse_loss, None, max_norm=1.0)

@@ -29,6 +29,7 @@ import numpy as np
 
 from .io import atomic_path
 from .nn.module import Module, Parameter
+from .optim import clip_grad_norm_
 from .tensor import Tensor, default_dtype, fork_rng, get_default_dtype, no_grad
 
 __all__ = [
@@ -726,6 +727,7 @@ def tbptt(
     state: Any = None,
     *,
     time_axis: int | None = None,
+    max_norm: float | None = None,
 ) -> tuple[list[float], Any]:
     """Truncated BPTT: run chunks of ``k`` steps, each with its own backward and optimizer step.
 
@@ -734,9 +736,12 @@ def tbptt(
     or 1 for a model with ``batch_first=True``; ``time_axis`` overrides). The state is detached between chunks,
     so no gradient crosses a chunk boundary; the last chunk is shorter when k does not divide T. With an
     ``optimizer`` each chunk does ``backward(); optimizer.step(); optimizer.zero_grad()``; with None the
-    gradients of all chunks just accumulate. Returns the chunks' losses and the final, detached state.
+    gradients of all chunks just accumulate. ``max_norm`` clips the optimizer's gradients to that global norm
+    before each step (``clip_grad_norm_``). Returns the chunks' losses and the final, detached state.
     """
     fn = "tbptt"
+    if max_norm is not None and optimizer is None:
+        raise ValueError(f"{fn}: max_norm clips before each optimizer step, so it needs an optimizer")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"{fn}: k must be a positive int, got {k!r}")
     X = xs if isinstance(xs, Tensor) else Tensor(xs)
@@ -767,6 +772,8 @@ def tbptt(
             raise RuntimeError(f"{fn}: the loss of chunk {i} does not require grad (no parameter or input requires it)")
         loss.backward()
         if optimizer is not None:
+            if max_norm is not None:
+                clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_norm)
             optimizer.step()
             optimizer.zero_grad()
         losses.append(float(loss.item()))
