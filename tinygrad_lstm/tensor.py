@@ -1,148 +1,39 @@
-"""The Tensor and the reverse-mode engine.
+"""The Tensor: an ndarray that records the ops applied to it, so that ``backward()`` can find gradients.
 
-A Tensor wraps an ndarray. Every op on Tensors that need a gradient records one node (an ``ops.Op``) that
-holds the op's inputs and what its VJP needs: the graph is built while the program runs (define-by-run).
-``backward()`` orders the graph iteratively (no recursion, so 100,000 unrolled steps are fine), runs each
-node's VJP once in reverse order, reduces broadcast gradients in one place (``unbroadcast``) and sums
-gradients that meet at a tensor used more than once: that sum is backpropagation through time's sum over
-time steps for weights shared by every step.
+Every op on Tensors that need a gradient records one node (an ``ops.Op``) holding the op's inputs and what
+its VJP needs: the graph is built while the program runs (define-by-run). The reverse pass itself lives in
+``engine.py``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from . import ops
-
-# ------------------------------------------------------------------------------------------------ global state
-
-
-class _State:
-    """Process-wide switches read on every op: kept as plain attributes so that reading them is cheap."""
-
-    grad_enabled: bool = True
-    anomaly: bool = False
-    scope: tuple = ()
-    default_dtype: np.dtype = np.dtype(np.float32)
-    rng: np.random.Generator = np.random.default_rng()
-
-
-_state = _State()
-
-
-def manual_seed(seed: int) -> None:
-    """Seed the generator behind every random factory, initializer and dropout mask."""
-    _state.rng = np.random.default_rng(seed)
-
-
-@contextmanager
-def fork_rng(seed: int | None = None) -> Iterator[np.random.Generator]:
-    """Inside the block, draw from a generator seeded with ``seed``; afterwards the previous stream resumes."""
-    prev = _state.rng
-    _state.rng = np.random.default_rng(seed)
-    try:
-        yield _state.rng
-    finally:
-        _state.rng = prev
-
-
-def get_rng() -> np.random.Generator:
-    """The generator seeded by ``manual_seed`` (for layers that draw random numbers)."""
-    return _state.rng
-
-
-def set_default_dtype(dtype: Any) -> None:
-    """Set the float dtype of tensors made from Python numbers and of factories (float32 by default)."""
-    dt = np.dtype(dtype)
-    if dt.kind != "f":
-        raise TypeError(f"set_default_dtype: need a floating dtype, got {dt}")
-    _state.default_dtype = dt
-
-
-def get_default_dtype() -> np.dtype:
-    """The current default float dtype."""
-    return _state.default_dtype
-
-
-class _Switch:
-    """A context manager that is also a decorator: sets one ``_State`` attribute, restores it on exit."""
-
-    attr = ""
-    value: Any = None
-
-    def __new__(cls, fn: Callable | None = None) -> Any:
-        # ``@no_grad`` (bare) hands the function straight to the class: return the decorated function.
-        self = super().__new__(cls)
-        return self if fn is None else self(fn)
-
-    def __enter__(self) -> None:
-        self._prev = getattr(_state, self.attr)
-        setattr(_state, self.attr, self.value)
-
-    def __exit__(self, *exc: object) -> None:
-        setattr(_state, self.attr, self._prev)
-
-    def __call__(self, fn: Callable) -> Callable:
-        switch = type(self)
-
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            with switch():
-                return fn(*args, **kwargs)
-
-        return functools.wraps(fn)(wrapped)
-
-
-class no_grad(_Switch):
-    """Record nothing inside: results need no gradient (context manager or decorator)."""
-
-    attr, value = "grad_enabled", False
-
-
-class enable_grad(_Switch):
-    """Record again inside a ``no_grad`` region (context manager or decorator)."""
-
-    attr, value = "grad_enabled", True
-
-
-class detect_anomaly(_Switch):
-    """Raise as soon as an op's forward or backward produces NaN or Inf, naming the op, scope and shapes."""
-
-    attr, value = "anomaly", True
-
-
-class scope:
-    """Tag every op recorded inside with this name: ``with scope("lstm"), scope("t=3"): ...``.
-
-    Ops keep the tuple of enclosing names as ``node.scope``; the graph renderer draws one cluster per scope.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = str(name)
-
-    def __enter__(self) -> scope:
-        self._prev = _state.scope
-        _state.scope = (*self._prev, self.name)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _state.scope = self._prev
-
-
-def current_scope() -> tuple:
-    """The tuple of scope names in force now."""
-    return _state.scope
-
-
-class AnomalyError(RuntimeError):
-    """Raised under ``detect_anomaly()`` when an op produces NaN or Inf."""
-
+from .engine import (  # noqa: F401 - re-exported: the public names live here too
+    AnomalyError,
+    _backward,
+    _check_finite,
+    _state,
+    current_scope,
+    default_dtype,
+    detect_anomaly,
+    enable_grad,
+    fork_rng,
+    get_default_dtype,
+    get_rng,
+    manual_seed,
+    no_grad,
+    scope,
+    set_default_dtype,
+    unbroadcast,
+    walk,
+)
 
 # ------------------------------------------------------------------------------------------------ the Tensor
 
@@ -718,159 +609,6 @@ def _op_error(name: str, e: Exception, args: Sequence[Tensor]) -> Exception:
     return type(e)(f"{name}: {e} (input shapes {shapes})")
 
 
-def _check_finite(arr: np.ndarray, what: str, args: Sequence[Tensor], scope_: tuple | None = None) -> None:
-    """Under detect_anomaly(): raise AnomalyError naming the op, its scope and its inputs' shapes."""
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        shapes = ", ".join(str(a.shape) for a in args)
-        where = "/".join(scope_ if scope_ is not None else _state.scope) or "<top level>"
-        bad = "NaN" if np.isnan(arr).any() else "Inf"
-        raise AnomalyError(f"{what} produced {bad} (scope {where}, input shapes {shapes})")
-
-
-def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
-    """Sum a gradient over the axes that broadcasting added or stretched, so it has ``shape`` again."""
-    if g.shape == shape:
-        return g
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1)
-    return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
-
-
-def _toposort(root: Tensor) -> list[Tensor]:
-    """Tensors that need a gradient, each after everything it depends on; an explicit stack, no recursion."""
-    order: list[Tensor] = []
-    seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
-    while stack:
-        t, done = stack.pop()
-        if done:
-            order.append(t)
-            continue
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        stack.append((t, True))
-        ctx = t._ctx
-        if ctx is not None:
-            if ctx.parents is None:
-                raise RuntimeError(
-                    "backward: trying to backward through a graph a second time: its saved arrays were "
-                    "released by the first backward; pass retain_graph=True to the first call"
-                )
-            for p in ctx.parents:
-                if p.requires_grad and id(p) not in seen:
-                    stack.append((p, False))
-    return order
-
-
-def _private(gp: np.ndarray, g: np.ndarray, in_grads: Sequence[Any], saved: Any) -> bool:
-    """True if a VJP's output ``gp`` is an array of its own that nothing else refers to.
-
-    A VJP returns fresh arrays or views of ``g`` and keeps none of them (the contract in ``ops``); excluded
-    here: views, read-only (broadcast) arrays, ``g`` itself, an array returned twice, a saved array.
-    """
-    if gp.base is not None or gp is g or not gp.flags.writeable:
-        return False
-    n = 0
-    for x in in_grads:
-        n += x is gp
-    for x in saved or ():
-        n += x is gp
-    return n == 1
-
-
-def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
-    """The one chain-rule loop: VJPs in reverse topological order, gradients summed where paths meet."""
-    grads: dict[int, np.ndarray] = {id(root): g}
-    # Gradients no one else holds (this loop allocated them, or a VJP returned a fresh array): safe to add
-    # into in place, and a leaf may keep one as its .grad without a copy.
-    owned: set[int] = set()
-    order = _toposort(root)
-    while order:
-        # Popping (not iterating) drops the list's reference: once its consumers have run, an intermediate
-        # tensor and its data are freed during the walk, so backward reuses that memory instead of growing.
-        t = order.pop()
-        k = id(t)
-        g = grads.pop(k, None)
-        if g is None:
-            continue
-        mine = k in owned
-        if mine:
-            owned.discard(k)
-        if t._hooks:
-            mine = False  # a hook may have kept the array
-            for hook in list(t._hooks):
-                new = hook(g)
-                if new is not None:
-                    g = np.asarray(new.data if isinstance(new, Tensor) else new, dtype=t.dtype)
-        ctx = t._ctx
-        if ctx is None or t._retain:
-            # A leaf (or a retained intermediate) keeps a private copy unless the array is already private to it.
-            if t.grad is not None:
-                t.grad = np.asarray(t.grad + g)  # (0-d + 0-d gives a numpy scalar)
-            elif ctx is None and mine and not retain_graph:
-                t.grad = g
-            else:
-                t.grad = g.copy()
-        if ctx is None:
-            continue
-        if ctx.backward_into is not None and not retain_graph:
-            # A slice's VJP: add it into the input's own gradient buffer instead of scattering into fresh zeros.
-            p = ctx.parents[0]
-            if p.requires_grad:
-                if _state.anomaly:
-                    _check_finite(g, ctx.backward_name, ctx.parents, ctx.scope)
-                k = id(p)
-                buf = grads.get(k)
-                if buf is None or k not in owned:
-                    new = np.zeros(p.data.shape, p.data.dtype)
-                    if buf is not None:
-                        new += buf
-                    grads[k] = buf = new
-                    owned.add(k)
-                ctx.backward_into(g, buf)
-            ctx.saved, ctx.parents = None, None
-            continue
-        in_grads = ctx.backward(g)
-        parents = ctx.parents
-        if retain_graph:
-            ctx.grad_out = g
-        for p, gp in zip(parents, in_grads):
-            if gp is None or not p.requires_grad:
-                continue
-            if type(gp) is not np.ndarray:  # a 0-d result is a numpy scalar, which += would not update in place
-                gp = np.asarray(gp)
-            shape = gp.shape
-            try:
-                gp = unbroadcast(gp, p.data.shape)
-            except ValueError:  # a VJP that returned a gradient no broadcast can map back (a bug in that op)
-                gp = None
-            if gp is None or gp.shape != p.data.shape:
-                raise RuntimeError(f"{ctx.backward_name}: gradient of shape {shape} for an input of shape {p.shape}")
-            if gp.dtype != p.data.dtype:
-                gp = gp.astype(p.data.dtype)
-            if _state.anomaly:
-                _check_finite(gp, ctx.backward_name, parents, ctx.scope)
-            k = id(p)
-            prev = grads.get(k)
-            if prev is None:
-                grads[k] = gp
-                # Only a leaf's gradient can end up as a .grad or take many += (BPTT's shared weights).
-                # (Not with retain_graph: grads_in keeps this very array for the graph renderer.)
-                if p._ctx is None and not retain_graph and _private(gp, g, in_grads, ctx.saved):
-                    owned.add(k)
-            elif k in owned:
-                # This += is BPTT's sum over time: a weight used at every step gets one term per step.
-                prev += gp
-            else:
-                grads[k] = np.asarray(prev + gp)  # (0-d + 0-d gives a numpy scalar, and += must be in place)
-                owned.add(k)
-        if retain_graph:
-            ctx.grads_in = tuple(None if x is None else unbroadcast(x, p.shape) for x, p in zip(in_grads, parents))
-        else:
-            ctx.saved, ctx.parents = None, None  # release: frees the arrays and, with them, the graph
-
-
 # ------------------------------------------------------------------------------------------------ functions
 
 
@@ -926,29 +664,3 @@ def maximum(a: Any, b: Any) -> Tensor:
 def minimum(a: Any, b: Any) -> Tensor:
     """Elementwise minimum; ties split the gradient evenly."""
     return _apply(ops.Minimum, *_pair(a, b))
-
-
-def walk(*roots: Tensor) -> Iterator[Tensor]:
-    """Every tensor reachable from ``roots`` through recorded ops, each once, depth-first with each op's inputs
-    in order (no recursion). A released graph (after backward) ends at the released nodes."""
-    seen: set[int] = set()
-    stack = list(reversed(roots))
-    while stack:
-        t = stack.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        yield t
-        if t._ctx is not None and t._ctx.parents is not None:
-            stack.extend(reversed(t._ctx.parents))
-
-
-@contextmanager
-def default_dtype(dtype: Any) -> Iterator[None]:
-    """Use ``dtype`` as the default float dtype inside the block."""
-    prev = _state.default_dtype
-    set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        _state.default_dtype = prev
