@@ -204,12 +204,46 @@ def _private(gp: np.ndarray, g: np.ndarray, in_grads: Sequence[Any], saved: Any)
     return n == 1
 
 
+class _Products:
+    """A gradient kept as a sum of matrix products, sum_i A_i^T @ B_i, computed only when it is needed.
+
+    A weight that T matmuls share (one per time step) receives one term per step. Stacking the factors and
+    taking ONE product gives the same sum over time in one BLAS call, instead of T products of the weight's
+    full size and T - 1 additions (BPTT's sum over time, batched). Transposing the sum swaps the factors, so
+    ``W.T`` used at every step passes its terms on to ``W`` still unevaluated.
+    """
+
+    __slots__ = ("lhs", "rhs")
+
+    def __init__(self, lhs: list, rhs: list) -> None:
+        self.lhs, self.rhs = lhs, rhs
+
+    def add(self, other: _Products) -> None:
+        """Append another sum's terms."""
+        self.lhs += other.lhs
+        self.rhs += other.rhs
+
+    def transposed(self) -> _Products:
+        """(sum A_i^T B_i)^T = sum B_i^T A_i."""
+        return _Products(self.rhs, self.lhs)
+
+    def value(self, dtype: np.dtype) -> np.ndarray:
+        """The sum as one array of ``dtype``: one product of the stacked factors."""
+        a = self.lhs[0] if len(self.lhs) == 1 else np.concatenate(self.lhs)
+        b = self.rhs[0] if len(self.rhs) == 1 else np.concatenate(self.rhs)
+        return (a.T @ b).astype(dtype, copy=False)
+
+
 def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
     """The one chain-rule loop: VJPs in reverse topological order, gradients summed where paths meet."""
     grads: dict[int, np.ndarray] = {id(root): g}
     # Gradients no one else holds (this loop allocated them, or a VJP returned a fresh array): safe to add
     # into in place, and a leaf may keep one as its .grad without a copy.
     owned: set[int] = set()
+    # Matmul weight gradients not computed yet (see _Products). Not with retain_graph or anomaly mode, which
+    # need every node's own gradient (for drawing it, or for checking it) as the loop passes.
+    lazy: dict[int, _Products] = {}
+    defer = not retain_graph and not _state.anomaly
     order = _toposort(root)
     while order:
         # Popping (not iterating) drops the list's reference: once its consumers have run, an intermediate
@@ -217,6 +251,19 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
         t = order.pop()
         k = id(t)
         g = grads.pop(k, None)
+        prods = lazy.pop(k, None)
+        if prods is not None:
+            ctx = t._ctx
+            if g is None and ctx is not None and ctx.swaps_2d and not t._hooks and not t._retain:
+                # W.T at every step: hand the terms to W unevaluated, so all steps become one product there.
+                p = ctx.parents[0]
+                if p.requires_grad:
+                    _add_products(lazy, p, prods.transposed())
+                ctx.saved, ctx.parents = None, None
+                continue
+            v = prods.value(t.data.dtype)
+            g = v if g is None else g + v
+            owned.add(k)
         if g is None:
             continue
         mine = k in owned
@@ -256,8 +303,12 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
                 ctx.backward_into(g, buf)
             ctx.saved, ctx.parents = None, None
             continue
-        in_grads = ctx.backward(g)
+        deferred = ctx.outer_vjp(g) if defer and ctx.outer_vjp is not None else None
+        in_grads = ctx.backward(g)  # (an input whose VJP was deferred gets None here)
         parents = ctx.parents
+        if deferred is not None:
+            i, a, b = deferred
+            _add_products(lazy, parents[i], _Products([a], [b]))
         if retain_graph:
             ctx.grad_out = g
         for p, gp in zip(parents, in_grads):
@@ -294,6 +345,15 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
             ctx.grads_in = tuple(None if x is None else unbroadcast(x, p.shape) for x, p in zip(in_grads, parents))
         else:
             ctx.saved, ctx.parents = None, None  # release: frees the arrays and, with them, the graph
+
+
+def _add_products(lazy: dict[int, _Products], p: Any, prods: _Products) -> None:
+    """Add deferred product terms to tensor ``p``'s pending sum."""
+    pending = lazy.get(id(p))
+    if pending is None:
+        lazy[id(p)] = prods
+    else:
+        pending.add(prods)
 
 
 def walk(*roots: Any) -> Iterator[Any]:

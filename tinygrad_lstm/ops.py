@@ -30,6 +30,11 @@ class Op:
     needs: tuple = (True, True)
     # Ops whose VJP scatters into a part of their single input define ``backward_into(g, acc)``; see GetItem.
     backward_into = None
+    # Ops with a matrix-product VJP for one input define ``outer_vjp(g) -> (input index, A, B)`` with that
+    # input's gradient equal to A^T @ B, and then skip it in ``backward``; the engine sums such terms lazily.
+    outer_vjp = None
+    # True for a 2-D transpose, which the engine lets deferred product terms pass through unevaluated.
+    swaps_2d = False
     grad_out: Array | None = None
     grads_in: tuple | None = None
 
@@ -183,6 +188,14 @@ class MatMul(Op):
             )
         self.saved = (a, b)
         return a @ b
+
+    def outer_vjp(self, g):
+        """The VJP for a 2-D ``b`` as the factors (a, g) of a^T @ g (rows of a batched ``a`` folded)."""
+        a, b = self.saved
+        if b.ndim != 2 or a.ndim < 2 or not self.needs[1]:
+            return None
+        self.needs = (self.needs[0], False)
+        return 1, a.reshape(-1, a.shape[-1]), g.reshape(-1, g.shape[-1])
 
     def backward(self, g):
         a, b = self.saved
@@ -515,7 +528,8 @@ class Transpose(Op):
     """d transpose(x, axes) = g transposed by the inverse permutation"""
 
     def forward(self, x, axes=None):
-        self.axes = tuple(range(x.ndim))[::-1] if axes is None else axes
+        self.axes = tuple(range(x.ndim))[::-1] if axes is None else tuple(axes)
+        self.swaps_2d = self.axes == (1, 0)
         return np.transpose(x, self.axes)
 
     def backward(self, g):

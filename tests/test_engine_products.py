@@ -1,0 +1,103 @@
+"""Deferred matmul weight gradients (engine._Products) give exactly the per-step sums they replace.
+
+backward(retain_graph=True) never defers (it keeps each node's own gradient for drawing), so it is the
+reference: the same graph built twice must give the same gradients both ways.
+"""
+
+import numpy as np
+import pytest
+
+from tinygrad_lstm import Tensor
+
+
+def _grads(build, leaves, retain):
+    for p in leaves:
+        p.grad = None
+    build().backward(retain_graph=retain)
+    return [p.grad.copy() for p in leaves]
+
+
+def _same_both_ways(build, leaves, rtol=1e-12):
+    lazy = _grads(build, leaves, retain=False)
+    eager = _grads(build, leaves, retain=True)
+    for a, b in zip(lazy, eager):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-14)
+    return lazy
+
+
+rng = np.random.default_rng(0)
+
+
+def test_transposed_weight_at_every_step_like_an_rnn_cell_loop():
+    W = Tensor(rng.standard_normal((3, 4)) * 0.5, requires_grad=True)
+    U = Tensor(rng.standard_normal((4, 2)), requires_grad=True)
+    xs = rng.standard_normal((6, 5, 2))
+
+    def build():
+        h = Tensor(np.zeros((5, 4)))
+        for t in range(6):
+            h = (Tensor(xs[t]) @ U.T + h[:, :3] @ W).tanh()  # U.T: a fresh transpose at each step
+        return (h * h).sum()
+
+    gW, gU = _same_both_ways(build, [W, U])
+    assert np.abs(gU).sum() > 0 and np.abs(gW).sum() > 0
+
+
+def test_shared_weight_also_used_elementwise_mixes_dense_and_deferred_terms():
+    W = Tensor(rng.standard_normal((3, 3)), requires_grad=True)
+    x = Tensor(rng.standard_normal((4, 3)), requires_grad=True)
+
+    def build():
+        h = x
+        for _ in range(3):
+            h = (h @ W).sigmoid() * W.sum(axis=0)  # W reaches the loss through a matmul and a reduction
+        return (h @ W.T).sum() + (W * W).sum()
+
+    _same_both_ways(build, [W, x])
+
+
+def test_batched_left_operand_and_float32_weight():
+    W = Tensor(rng.standard_normal((3, 2)).astype(np.float32), requires_grad=True)
+    a = Tensor(rng.standard_normal((2, 5, 3)))
+
+    def build():
+        return ((a @ W) ** 2).sum() + ((a[0] @ W).tanh()).sum()
+
+    (gW,) = _same_both_ways(build, [W], rtol=1e-5)
+    assert gW.dtype == np.float32 and gW.shape == (3, 2)
+
+
+def test_hook_and_retain_grad_on_a_transpose_see_the_full_gradient():
+    W = Tensor(rng.standard_normal((3, 3)), requires_grad=True)
+    x = Tensor(rng.standard_normal((2, 3)))
+    seen = []
+    WT = W.T
+    WT.retain_grad()
+    WT.register_hook(lambda g: seen.append(g.copy()))
+    loss = ((x @ WT) @ WT).sum()
+    loss.backward()
+    expected_WT = x.data.T @ np.ones((2, 3)) @ WT.data.T + (x.data @ WT.data).T @ np.ones((2, 3))
+    np.testing.assert_allclose(seen[0], expected_WT, rtol=1e-12)
+    np.testing.assert_allclose(WT.grad, expected_WT, rtol=1e-12)
+    np.testing.assert_allclose(W.grad, expected_WT.T, rtol=1e-12)
+
+
+def test_leaf_weight_accumulates_across_two_backward_calls():
+    W = Tensor(rng.standard_normal((3, 3)), requires_grad=True)
+    x = Tensor(rng.standard_normal((2, 3)))
+    (x @ W).sum().backward()
+    first = W.grad.copy()
+    (x @ W).sum().backward()
+    np.testing.assert_allclose(W.grad, 2 * first, rtol=1e-12)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 50])
+def test_many_terms_equal_the_dense_sum(steps):
+    W = Tensor(rng.standard_normal((8, 16)), requires_grad=True)
+    xs = [rng.standard_normal((3, 8)) for _ in range(steps)]
+    loss = None
+    for x in xs:
+        term = (Tensor(x) @ W).sum()
+        loss = term if loss is None else loss + term
+    loss.backward()
+    np.testing.assert_allclose(W.grad, sum(x.T @ np.ones((3, 16)) for x in xs), rtol=1e-12)
