@@ -11,6 +11,7 @@ weights shared by every step. This module knows Tensors only by their attributes
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -161,30 +162,36 @@ def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
     return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
 
 
+# Recorded ops are numbered as they are created. An op's inputs exist before it runs, so creation order is a
+# topological order: sorting the reachable tensors by it replaces a post-order walk (and is done in C).
+_op_counter = itertools.count()
+
+
+def _creation_order(t: Any) -> int:
+    ctx = t._ctx
+    return -1 if ctx is None else ctx.seq  # leaves first: they are reached last going backwards
+
+
 def _toposort(root: Tensor) -> list[Tensor]:
-    """Tensors that need a gradient, each after everything it depends on; an explicit stack, no recursion."""
-    order: list[Tensor] = []
-    seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    """Tensors that need a gradient and lead to ``root``, each after everything it depends on (no recursion)."""
+    seen = {id(root)}
+    order = [root]
+    stack = [root]
     while stack:
-        t, done = stack.pop()
-        if done:
-            order.append(t)
+        ctx = stack.pop()._ctx
+        if ctx is None:
             continue
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        stack.append((t, True))
-        ctx = t._ctx
-        if ctx is not None:
-            if ctx.parents is None:
-                raise RuntimeError(
-                    "backward: trying to backward through a graph a second time: its saved arrays were "
-                    "released by the first backward; pass retain_graph=True to the first call"
-                )
-            for p in ctx.parents:
-                if p.requires_grad and id(p) not in seen:
-                    stack.append((p, False))
+        if ctx.parents is None:
+            raise RuntimeError(
+                "backward: trying to backward through a graph a second time: its saved arrays were "
+                "released by the first backward; pass retain_graph=True to the first call"
+            )
+        for p in ctx.parents:
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                order.append(p)
+                stack.append(p)
+    order.sort(key=_creation_order)
     return order
 
 
@@ -232,6 +239,17 @@ class _Products:
         a = self.lhs[0] if len(self.lhs) == 1 else np.concatenate(self.lhs)
         b = self.rhs[0] if len(self.rhs) == 1 else np.concatenate(self.rhs)
         return (a.T @ b).astype(dtype, copy=False)
+
+
+def _reduce_to(gp: np.ndarray, shape: tuple, ctx: Any) -> np.ndarray:
+    """Unbroadcast a VJP's output to its input's shape, or name the op whose VJP returned a wrong shape."""
+    try:
+        out = unbroadcast(gp, shape)
+    except ValueError:  # a gradient no broadcast can map back: a bug in that op's VJP
+        out = None
+    if out is None or out.shape != shape:
+        raise RuntimeError(f"{ctx.backward_name}: gradient of shape {gp.shape} for an input of shape {shape}")
+    return out
 
 
 def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
@@ -316,15 +334,11 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
                 continue
             if type(gp) is not np.ndarray:  # a 0-d result is a numpy scalar, which += would not update in place
                 gp = np.asarray(gp)
-            shape = gp.shape
-            try:
-                gp = unbroadcast(gp, p.data.shape)
-            except ValueError:  # a VJP that returned a gradient no broadcast can map back (a bug in that op)
-                gp = None
-            if gp is None or gp.shape != p.data.shape:
-                raise RuntimeError(f"{ctx.backward_name}: gradient of shape {shape} for an input of shape {p.shape}")
-            if gp.dtype != p.data.dtype:
-                gp = gp.astype(p.data.dtype)
+            data = p.data
+            if gp.shape != data.shape:
+                gp = _reduce_to(gp, data.shape, ctx)
+            if gp.dtype != data.dtype:
+                gp = gp.astype(data.dtype)
             if _state.anomaly:
                 _check_finite(gp, ctx.backward_name, parents, ctx.scope)
             k = id(p)

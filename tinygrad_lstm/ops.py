@@ -21,9 +21,10 @@ Array = np.ndarray
 class Op:
     """Base class of a recorded op: the graph node the engine walks and the visualizer reads.
 
-    Attributes set by the engine: ``parents`` (ordered input Tensors; None once released), ``needs``,
-    ``scope`` (tuple of enclosing scope names), ``out`` (weak reference to the output Tensor), and, after a
-    ``backward(retain_graph=True)``, ``grad_out`` (gradient of the output) and ``grads_in`` (per parent).
+    Attributes set by the engine: ``seq`` (creation number), ``parents`` (ordered input Tensors; None once
+    released), ``needs``, ``scope`` (tuple of enclosing scope names), ``out`` (weak reference to the output
+    Tensor), and, after a ``backward(retain_graph=True)``, ``grad_out`` (gradient of the output) and
+    ``grads_in`` (per parent).
     """
 
     saved: tuple = ()

@@ -19,6 +19,7 @@ from .engine import (  # noqa: F401 - re-exported: the public names live here to
     AnomalyError,
     _backward,
     _check_finite,
+    _op_counter,
     _state,
     current_scope,
     default_dtype,
@@ -595,6 +596,7 @@ def _apply(op_cls: type, *args: Tensor, **kwargs: Any) -> Tensor:
         needs = tuple([a.requires_grad for a in args])
         if True in needs:
             fn.parents, fn.needs, fn.scope, fn.out = args, needs, _state.scope, weakref.ref(t)
+            fn.seq = next(_op_counter)  # creation order, a topological order for backward
             t._ctx, t.requires_grad = fn, True
             return t
     t._ctx, t.requires_grad = None, False
