@@ -105,12 +105,20 @@ def _activation(spec: str | Activation, arg: str, owner: str) -> tuple[Activatio
 # takes part in every step and gets a (possibly zero) gradient exactly when PyTorch's does.
 
 
+def _label(**tensors: Tensor) -> None:
+    """Name a step's gates and states (``i``, ``f``, ``c``, ``h``...): drawn graphs show them as ``Sigmoid 'i'``."""
+    for name, t in tensors.items():
+        t.name = name
+
+
 def rnn_step(xw: Tensor, h: Tensor, w_hh_t: Tensor, b_hh: Tensor | None, act: Activation) -> Tensor:
     """Elman step: h' = act(xw + h @ W_hh^T + b_hh)."""
     z = xw + h @ w_hh_t
     if b_hh is not None:
         z = z + b_hh
-    return act(z)
+    h_new = act(z)
+    _label(h=h_new)
+    return h_new
 
 
 def lstm_step(
@@ -151,7 +159,9 @@ def lstm_step(
         if peephole is not None:
             zo = zo + peephole[2] * c_new  # the output gate looks at the new cell state
         o = gate_act(zo)
-    return o * cell_act(c_new), c_new, (i, f, g, o)
+    h_new = o * cell_act(c_new)
+    _label(i=i, f=f, g=g, o=o, c=c_new, h=h_new)
+    return h_new, c_new, (i, f, g, o)
 
 
 def gru_step(
@@ -170,7 +180,9 @@ def gru_step(
     r, z = rz[..., :H], rz[..., H:]
     n = (xw[..., 2 * H :] + r * gh[..., 2 * H :]).tanh()
     # (1 - z)*n + z*h written as n + z*(h - n): one node fewer, the same function.
-    return n + z * (h - n), (r, z, n)
+    h_new = n + z * (h - n)
+    _label(r=r, z=z, n=n, h=h_new)
+    return h_new, (r, z, n)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -242,9 +254,9 @@ class _CellBase(Module):
         _check_dtype(owner, what, s, self.weight_ih.dtype)
         return s
 
-    def _zeros(self, x: Tensor) -> Tensor:
-        """The default initial state: zeros of shape (B, H) or (H,)."""
-        return Tensor(np.zeros((*x.shape[:-1], self.hidden_size), x.dtype))
+    def _zeros(self, x: Tensor, name: str) -> Tensor:
+        """The default initial state, named ``h0`` or ``c0``: zeros of shape (B, H) or (H,)."""
+        return Tensor(np.zeros((*x.shape[:-1], self.hidden_size), x.dtype), name=name)
 
     def _xw(self, x: Tensor) -> Tensor:
         xw = x @ self.weight_ih.T
@@ -268,7 +280,7 @@ class RNNCell(_CellBase):
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
         """One step: x (B, I) or (I,), h (B, H) or (H,) (zeros if None) -> h' of h's shape."""
         x = self._input(x)
-        h = self._zeros(x) if h is None else self._state(h, x, "h")
+        h = self._zeros(x, "h0") if h is None else self._state(h, x, "h")
         h_new = rnn_step(self._xw(x), h, self.weight_hh.T, self.bias_hh, ACTIVATIONS[self.nonlinearity])
         if STEP_OBSERVERS:
             _notify(self, "rnn", 0, 0, None, h_new, None, {})
@@ -314,7 +326,7 @@ class LSTMCell(_CellBase):
         """One step: x (B, I) or (I,), hx = (h, c) each (B, H) or (H,) (zeros if None) -> (h', c')."""
         x = self._input(x)
         if hx is None:
-            h = c = self._zeros(x)
+            h, c = self._zeros(x, "h0"), self._zeros(x, "c0")
         else:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"LSTMCell: hx must be a pair (h, c), got {type(hx).__name__}")
@@ -347,7 +359,7 @@ class GRUCell(_CellBase):
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
         """One step: x (B, I) or (I,), h (B, H) or (H,) (zeros if None) -> h'."""
         x = self._input(x)
-        h = self._zeros(x) if h is None else self._state(h, x, "h")
+        h = self._zeros(x, "h0") if h is None else self._state(h, x, "h")
         h_new, (r, z, n) = gru_step(self._xw(x), h, self.weight_hh.T, self.bias_hh)
         if STEP_OBSERVERS:
             _notify(self, "gru", 0, 0, None, h_new, None, {"r": r, "z": z, "n": n})
@@ -476,8 +488,9 @@ class _RNNBase(Module):
         """Split hx into one initial state per layer/direction (zeros when hx is None)."""
         n = shape[0]
         if hx is None:
-            zeros = Tensor(np.zeros(shape[1:], dtype))
-            return [(zeros, zeros) if self._kind == "lstm" else zeros] * n
+            zeros = np.zeros(shape[1:], dtype)  # one array, read only, behind every named initial state
+            h0, c0 = Tensor(zeros, name="h0"), Tensor(zeros, name="c0")
+            return [(h0, c0) if self._kind == "lstm" else h0] * n
         parts = self._hx_parts(hx)
         owner = type(self).__name__
         checked = []
