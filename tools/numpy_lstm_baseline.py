@@ -268,9 +268,7 @@ def finite_difference_check(
     return worst
 
 
-def time_forward_backward(
-    B: int, T: int, I: int, H: int, O: int = 1, repeats: int = 10, seed: int = 0
-) -> float:
+def time_forward_backward(B: int, T: int, I: int, H: int, O: int = 1, repeats: int = 10, seed: int = 0) -> float:
     """Median wall time of ``forward_backward`` in milliseconds (float32, head size O), after a warm-up."""
     rng = np.random.default_rng(seed)
     params = init_params(I, H, O, rng, dtype=np.float32)
