@@ -1,5 +1,6 @@
 """tinygrad_lstm: a small reverse-mode autodiff engine on numpy for studying backpropagation through time."""
 
+from . import memory
 from .gradcheck import GradcheckError, gradcheck
 from .io import load, save
 from .tensor import (
@@ -24,6 +25,10 @@ from .tensor import (
 )
 
 __version__ = "0.1.0"
+
+# Keep the memory each freed graph leaves behind for the next step, instead of page-faulting it back in (see
+# memory.py; TINYGRAD_LSTM_MALLOC=system opts out).
+memory.apply_default()
 
 __all__ = [
     "AnomalyError",

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygrad_lstm import Tensor, stack
+from tinygrad_lstm import Tensor, memory, stack
 from tinygrad_lstm.nn import LSTM, Linear, LSTMCell
 
 _HERE = Path(__file__).resolve().parent
@@ -79,23 +79,6 @@ def blas_threads() -> tuple[int, str]:
             return int(os.environ[var]), f"${var}"
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return n, "CPU count (BLAS default)"
-
-
-def keep_freed_memory() -> str:
-    """Ask glibc malloc to keep freed blocks for reuse instead of returning them to the OS.
-
-    By default glibc serves multi-MB blocks with fresh mmap pages and trims the heap, so an engine that
-    allocates a new (H, 4H) weight gradient at every step page-faults its way through it each time (tens of
-    thousands of minor faults per call at H=512). This changes the allocator policy of the whole process, for
-    every contestant alike; it is off by default and reported in the header when on.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
-        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20) and libc.mallopt(M_TRIM_THRESHOLD, 2**30)
-    except (OSError, AttributeError):
-        ok = 0
-    return "glibc mallopt: mmap threshold 32 MiB, trim threshold 1 GiB" if ok else "mallopt not available"
 
 
 def make_problem(B: int, T: int, I: int, H: int, seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -233,13 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         help="wall: elapsed time (default); cpu: this process's CPU time summed over its threads, which a busy "
         "shared machine disturbs far less (with --threads 1 it is the compute time of each contestant)",
     )
-    ap.add_argument(
-        "--keep-freed-memory",
-        action="store_true",
-        help="tune glibc malloc to reuse freed multi-MB blocks (see keep_freed_memory); off by default",
-    )
     args = ap.parse_args(argv)
-    malloc_note = keep_freed_memory() if args.keep_freed_memory else "default glibc malloc settings"
+    malloc_note = memory.policy()
     sizes, repeats = (QUICK_SIZES, QUICK_REPEATS) if args.quick else (FULL_SIZES, FULL_REPEATS)
     if args.repeats is not None:
         repeats = (args.repeats,) * len(sizes)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from tinygrad_lstm import Tensor, cat, maximum, minimum, ops, stack, where
+from tinygrad_lstm import Tensor, cat, maximum, memory, minimum, ops, stack, where
 
 F32 = np.float32
 OP_TARGET_US = 2.0
@@ -498,24 +498,6 @@ def _faults_per_call(fn: Callable[[], Any], n: int = 5) -> float:
     return (_page_faults() - before) / n
 
 
-def tune_malloc() -> bool:
-    """Stop glibc from handing freed heap memory back to the OS after every iteration (benchmark only).
-
-    A graph keeps every intermediate alive until backward, then frees it all: with glibc's default
-    thresholds the freed top of the heap is trimmed and the next forward page-faults it in again. Returns
-    False where there is no glibc ``mallopt``.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        return bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 25))
-    except (OSError, AttributeError):
-        return False
-
-
 def bench_graph(
     name: str,
     fn_np: Callable,
@@ -608,11 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_graphs:
         return 0
     print()
-    print("Matmul-dominated graphs, forward + backward (float32), default allocator")
+    print(f"Matmul-dominated graphs, forward + backward (float32); allocator: {memory.policy()}")
     run_graphs(rng, args.quick)
-    if tune_malloc():
-        print("Same, with glibc's heap trimming off (the graph's memory is not page-faulted in again every step)")
-        run_graphs(rng, args.quick)
     return 0
 
 
