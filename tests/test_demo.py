@@ -21,7 +21,7 @@ def test_demo_cli_quick_writes_graphs_plot_and_weights(tmp_path, capsys):
     texts = " ".join(e.text or "" for e in fwd)
     assert "t=0" in texts and "t=2" in texts and "lstm.weight_hh_l0" in texts  # one cluster per step, named weights
     bwd = " ".join(e.text or "" for e in ET.parse(tmp_path / "graph_backward.svg").getroot().iter())
-    assert "MatMulBackward" in bwd and "+= (3 terms)" in bwd  # BPTT's sum over the 3 steps is drawn
+    assert "LinearBackward" in bwd and "+= (3 terms)" in bwd  # BPTT's sum over the 3 steps is drawn
     assert (tmp_path / "bptt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

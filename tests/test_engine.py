@@ -56,7 +56,7 @@ def test_tensor_attributes():
     assert Tensor(Tensor([1.0])).dtype == np.float32
     y = t * 2
     assert not y.is_leaf and y.requires_grad and y.grad_fn.name == "Mul" and y.grad_fn.backward_name == "MulBackward"
-    assert y.grad_fn.parents[0] is t and y.grad_fn.output() is y
+    assert y.grad_fn.parents[0] is t and y.grad_fn.parents[1] is not t
     assert "grad_fn=MulBackward" in repr(y) and "name='w'" in repr(t)
 
 

@@ -43,6 +43,26 @@ def test_transposed_weight_at_every_step_like_an_rnn_cell_loop():
     assert np.abs(gU).sum() > 0 and np.abs(gW).sum() > 0
 
 
+def test_linear_nodes_at_every_step_like_an_lstm_cell_loop():
+    """ops.Linear defers its weight's terms too; two weights share each step's gate gradient as a factor."""
+    from tinygrad_lstm.nn.functional import affine
+
+    W_ih = Tensor(rng.standard_normal((8, 3)) * 0.5, requires_grad=True)
+    W_hh = Tensor(rng.standard_normal((8, 2)) * 0.5, requires_grad=True)
+    b = Tensor(rng.standard_normal(8), requires_grad=True)
+    xs = rng.standard_normal((5, 4, 3))
+
+    def build():
+        h = Tensor(np.zeros((4, 2)))
+        for t in range(5):
+            z = affine(Tensor(xs[t]), W_ih, b) + affine(h, W_hh)
+            h = z[:, :2].tanh() * z[:, 2:4].sigmoid()
+        return (h * h).sum()
+
+    grads = _same_both_ways(build, [W_ih, W_hh, b])
+    assert all(np.abs(g).sum() > 0 for g in grads)
+
+
 def test_shared_weight_also_used_elementwise_mixes_dense_and_deferred_terms():
     W = Tensor(rng.standard_normal((3, 3)), requires_grad=True)
     x = Tensor(rng.standard_normal((4, 3)), requires_grad=True)

@@ -19,6 +19,7 @@ from hypothesis.extra import numpy as hnp
 
 import tinygrad_lstm as tl
 from tinygrad_lstm import Tensor, gradcheck
+from tinygrad_lstm.nn.functional import affine  # the door to ops.Linear
 
 HYPO = settings(max_examples=25, deadline=None, derandomize=True)
 
@@ -203,6 +204,64 @@ def test_matmul_gradient_for_one_side_only(shapes, np_rng):
     (a @ b).sum().backward()
     assert a.grad is None
     assert gradcheck(lambda y: a @ y, [b])
+
+
+# ------------------------------------------------------------------------------------------------ linear
+
+LINEAR_SHAPES = [(3,), (2, 3), (5, 2, 3), (1, 3), (4, 1, 2, 3)]  # x's shape; weight (4, 3), bias (4,)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=str)
+def test_linear_gradcheck(shape, with_bias, np_rng):
+    x, w, b = _leaf(_any(shape, np_rng)), _leaf(_any((4, 3), np_rng)), _leaf(_any((4,), np_rng))
+    out = affine(x, w, b if with_bias else None)
+    assert out.grad_fn.name == "Linear" and out.shape == (*shape[:-1], 4)
+    np.testing.assert_allclose(out.data, x.data @ w.data.T + (b.data if with_bias else 0), rtol=1e-14)
+    if with_bias:
+        assert gradcheck(lambda x, w, b: affine(x, w, b), [x, w, b])
+    else:
+        assert gradcheck(lambda x, w: affine(x, w), [x, w])
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_linear_gradient_for_some_inputs_only(which, np_rng):
+    """Each input's VJP is skipped when it needs no gradient; the others must still be right."""
+    arrays = [_any((5, 2, 3), np_rng), _any((4, 3), np_rng), _any((4,), np_rng)]
+    ts = [Tensor(a, requires_grad=(i != which)) for i, a in enumerate(arrays)]
+    affine(*ts).sum().backward()
+    assert ts[which].grad is None
+    free = [i for i in range(3) if i != which]
+
+    def f(*args):
+        full = list(ts)
+        for i, a in zip(free, args):
+            full[i] = a
+        return affine(*full)
+
+    assert gradcheck(f, [ts[i] for i in free])
+
+
+def test_linear_keeps_float32_and_promotes_like_numpy(np_rng):
+    x = Tensor(_any((2, 3), np_rng).astype(np.float32))
+    w = Tensor(_any((4, 3), np_rng).astype(np.float32), requires_grad=True)
+    assert affine(x, w, Tensor(np.ones(4, np.float32))).dtype == np.float32
+    assert affine(x, w, Tensor(np.ones(4, np.float64))).dtype == np.float64  # as x @ w.T + b would be
+
+
+@pytest.mark.parametrize(
+    ("xs", "ws", "bs", "match"),
+    [
+        ((2, 5), (4, 3), None, r"Linear: need input \(\.\.\., in\) and weight \(out, in\), got \(2, 5\) and \(4, 3\)"),
+        ((), (4, 3), None, r"Linear: need input.*got \(\) and \(4, 3\)"),
+        ((2, 3), (3,), None, r"Linear: need input.*got \(2, 3\) and \(3,\)"),
+        ((2, 3), (4, 3), (3,), r"Linear: bias must have shape \(4,\) for weight \(4, 3\), got \(3,\)"),
+    ],
+)
+def test_linear_shape_errors_name_the_op_and_shapes(xs, ws, bs, match):
+    args = [Tensor(np.ones(xs)), Tensor(np.ones(ws), requires_grad=True)] + ([Tensor(np.ones(bs))] if bs else [])
+    with pytest.raises(ValueError, match=match):
+        affine(*args)
 
 
 # ------------------------------------------------------------------------------------------------ unary ops
@@ -645,6 +704,13 @@ def _torch_compare(ours: Callable, theirs: Callable, arrays: list, rng, atol: fl
 
 def _F():
     return pytest.importorskip("torch").nn.functional
+
+
+@pytest.mark.parametrize("shape", [(3,), (2, 3), (5, 2, 3)], ids=str)
+def test_linear_matches_torch(shape, np_rng):
+    arrays = [_any(shape, np_rng), _any((4, 3), np_rng), _any((4,), np_rng)]
+    _torch_compare(affine, _F().linear, arrays, np_rng)
+    _torch_compare(lambda x, w: affine(x, w), _F().linear, arrays[:2], np_rng)
 
 
 TORCH_BINARY = {

@@ -22,9 +22,10 @@ class Op:
     """Base class of a recorded op: the graph node the engine walks and the visualizer reads.
 
     Attributes set by the engine: ``seq`` (creation number), ``parents`` (ordered input Tensors; None once
-    released), ``needs``, ``scope`` (tuple of enclosing scope names), ``out`` (weak reference to the output
-    Tensor), and, after a ``backward(retain_graph=True)``, ``grad_out`` (gradient of the output) and
-    ``grads_in`` (per parent).
+    released), ``needs``, ``scope`` (tuple of enclosing scope names), and, after a
+    ``backward(retain_graph=True)``, ``grad_out`` (gradient of the output) and ``grads_in`` (per parent). A node
+    does not point back to its output: the graph is walked from tensors (``tensor.grad_fn``), and every object a
+    node holds is one more the garbage collector visits while a long unrolled graph is being built.
     """
 
     saved: tuple = ()
@@ -53,11 +54,6 @@ class Op:
     def saved_shapes(self) -> tuple:
         """Shapes of the arrays kept for backward (empty once the graph is released)."""
         return tuple(np.shape(a) for a in (self.saved or ()))
-
-    def output(self):
-        """The Tensor this op produced, or None if it no longer exists."""
-        ref = getattr(self, "out", None)
-        return ref() if ref is not None else None
 
     def forward(self, *args: Array, **kwargs) -> Array:  # pragma: no cover - interface
         """Compute the output from input arrays."""
@@ -222,6 +218,42 @@ class MatMul(Op):
                 gb = np.swapaxes(a2, -1, -2) @ g
             gb = gb[..., 0] if b.ndim == 1 else gb
         return ga, gb
+
+
+class Linear(Op):
+    """d(x @ w^T + b) = (g @ w, g^T @ x, g summed over x's leading axes); x is (..., in), w (out, in), b (out,)
+
+    One node for a layer's affine map, as PyTorch's addmm: the recurrent cells call it twice per step, so it
+    saves them a transpose node and a bias node on each call.
+    """
+
+    def forward(self, x, w, b=None):
+        if x.ndim == 0 or w.ndim != 2 or x.shape[-1] != w.shape[1]:
+            raise ValueError(f"Linear: need input (..., in) and weight (out, in), got {x.shape} and {w.shape}")
+        if b is not None and b.shape != (w.shape[0],):
+            raise ValueError(f"Linear: bias must have shape ({w.shape[0]},) for weight {w.shape}, got {b.shape}")
+        self.saved = (x, w)
+        y = x @ w.T
+        if b is not None:
+            y = np.add(y, b, out=y) if np.result_type(y, b) == y.dtype else y + b
+        return y
+
+    def outer_vjp(self, g):
+        """The weight's VJP as the factors (g, x) of g^T @ x (leading axes folded into rows)."""
+        if not self.needs[1]:
+            return None
+        self.needs = (self.needs[0], False, *self.needs[2:])
+        x = self.saved[0]
+        return 1, g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+
+    def backward(self, g):
+        x, w = self.saved
+        needs = self.needs
+        g2 = g.reshape(-1, g.shape[-1])
+        gx = g @ w if needs[0] else None
+        gw = g2.T @ x.reshape(-1, x.shape[-1]) if needs[1] else None
+        gb = g2.sum(axis=0) if len(needs) > 2 and needs[2] else None
+        return gx, gw, gb
 
 
 # --------------------------------------------------------------------------------------------- unary

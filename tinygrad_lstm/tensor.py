@@ -579,6 +579,9 @@ def _index_arg(idx: Any) -> Any:
 # ------------------------------------------------------------------------------------------------ recording
 
 
+_NEEDS: dict[tuple, tuple] = {}
+
+
 def _apply(op_cls: type, *args: Tensor, **kwargs: Any) -> Tensor:
     """Run one op forward and, when any input needs a gradient, record it as a graph node."""
     fn = op_cls()
@@ -595,7 +598,9 @@ def _apply(op_cls: type, *args: Tensor, **kwargs: Any) -> Tensor:
     if _state.grad_enabled:
         needs = tuple([a.requires_grad for a in args])
         if True in needs:
-            fn.parents, fn.needs, fn.scope, fn.out = args, needs, _state.scope, weakref.ref(t)
+            # One shared tuple per pattern: a graph node should own as few objects as possible, as the garbage
+            # collector walks every one of them, again and again while a long unrolled graph is being built.
+            fn.parents, fn.needs, fn.scope = args, _NEEDS.setdefault(needs, needs), _state.scope
             fn.seq = next(_op_counter)  # creation order, a topological order for backward
             t._ctx, t.requires_grad = fn, True
             return t

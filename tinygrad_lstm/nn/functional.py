@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..tensor import Tensor, get_rng, maximum, where
+from .. import ops
+from ..tensor import Tensor, _apply, get_rng, maximum, where
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -129,12 +130,15 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         raise ValueError(
             f"linear: input shape {x.shape} does not end in in_features={weight.shape[1]} (weight {weight.shape})"
         )
-    out = x @ weight.T
-    if bias is not None:
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(f"linear: bias shape {bias.shape} should be ({weight.shape[0]},)")
-        out = out + bias
-    return out
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias shape {bias.shape} should be ({weight.shape[0]},)")
+    return affine(x, weight, bias)
+
+
+def affine(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight.T + bias`` as one graph node (``ops.Linear``), without ``linear``'s friendlier checks: for
+    inner loops whose shapes are checked once outside (the recurrent cells call it twice per step)."""
+    return _apply(ops.Linear, x, weight) if bias is None else _apply(ops.Linear, x, weight, bias)
 
 
 def _log1p(u: Tensor) -> Tensor:

@@ -2,9 +2,10 @@
 
 The equations of one time step are written once, as the functions ``rnn_step``, ``lstm_step`` and ``gru_step``
 that take the weights as arguments; the cells (``RNNCell``, ``LSTMCell``, ``GRUCell``) and the multi-layer,
-optionally bidirectional layers (``RNN``, ``LSTM``, ``GRU``) both call them. The layers compute the input
-projection of all time steps with ONE matmul per layer and direction (``x.reshape(T*B, I) @ W_ih.T``) and then
-one matmul per step for ``W_hh``: the same graph as the step-by-step formulation, but with fewer, larger nodes.
+optionally bidirectional layers (``RNN``, ``LSTM``, ``GRU``) both call them. Each affine map ``x @ W^T + b`` is one
+``Linear`` node (as PyTorch's addmm). The layers compute the input projection of all time steps with ONE such node
+per layer and direction, and then one per step for ``W_hh``: the same function as the step-by-step formulation,
+with fewer, larger nodes.
 
 Backpropagation through time is nothing special here: the loop below unrolls the recurrence into an ordinary
 graph in which the same weight tensors are used at every step, and the engine's backward sums their gradient
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..tensor import Tensor, cat, get_default_dtype, get_rng, scope, stack
+from .functional import affine
 from .module import Module, Parameter
 
 Activation = Callable[[Tensor], Tensor]
@@ -100,7 +102,7 @@ def _activation(spec: str | Activation, arg: str, owner: str) -> tuple[Activatio
 # --------------------------------------------------------------------------------------------- step equations
 #
 # ``xw`` is the input's contribution to the pre-activations, x_t @ W_ih^T (+ biases), computed by the caller:
-# a cell does it per call, a layer for all steps at once. ``w_hh_t`` is W_hh^T. Slices use ``[..., a:b]`` so that
+# a cell does it per call, a layer for all steps at once. ``w_hh`` is W_hh, (nH, H). Slices use ``[..., a:b]`` so that
 # unbatched (1-D) states work unchanged. A missing initial state is a zero tensor, as in PyTorch, so every weight
 # takes part in every step and gets a (possibly zero) gradient exactly when PyTorch's does.
 
@@ -111,11 +113,9 @@ def _label(**tensors: Tensor) -> None:
         t.name = name
 
 
-def rnn_step(xw: Tensor, h: Tensor, w_hh_t: Tensor, b_hh: Tensor | None, act: Activation) -> Tensor:
+def rnn_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None, act: Activation) -> Tensor:
     """Elman step: h' = act(xw + h @ W_hh^T + b_hh)."""
-    z = xw + h @ w_hh_t
-    if b_hh is not None:
-        z = z + b_hh
+    z = xw + affine(h, w_hh, b_hh)
     h_new = act(z)
     _label(h=h_new)
     return h_new
@@ -125,7 +125,7 @@ def lstm_step(
     xw: Tensor,
     h: Tensor,
     c: Tensor,
-    w_hh_t: Tensor,
+    w_hh: Tensor,
     b_hh: Tensor | None = None,
     peephole: tuple[Tensor, Tensor, Tensor] | None = None,
     gate_act: Activation = Tensor.sigmoid,
@@ -140,9 +140,7 @@ def lstm_step(
     ``elementwise`` says gate_act acts elementwise, so it may run once over all 4H pre-activations.
     """
     H = xw.shape[-1] // 4
-    z = xw + h @ w_hh_t
-    if b_hh is not None:
-        z = z + b_hh
+    z = xw + affine(h, w_hh, b_hh)
     if peephole is None and elementwise:
         # One activation node over the whole (.., 4H) block instead of three: fewer nodes, same values.
         a = gate_act(z)
@@ -165,7 +163,7 @@ def lstm_step(
 
 
 def gru_step(
-    xw: Tensor, h: Tensor, w_hh_t: Tensor, b_hh: Tensor | None = None
+    xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None = None
 ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
     """GRU step as PyTorch, gate order (r, z, n): returns (h', (r, z, n)).
 
@@ -173,9 +171,7 @@ def gru_step(
     h' = (1 - z)*n + z*h, where xw = x @ W_ih^T + b_ih.
     """
     H = xw.shape[-1] // 3
-    gh = h @ w_hh_t
-    if b_hh is not None:
-        gh = gh + b_hh
+    gh = affine(h, w_hh, b_hh)
     rz = (xw[..., : 2 * H] + gh[..., : 2 * H]).sigmoid()
     r, z = rz[..., :H], rz[..., H:]
     n = (xw[..., 2 * H :] + r * gh[..., 2 * H :]).tanh()
@@ -259,8 +255,7 @@ class _CellBase(Module):
         return Tensor(np.zeros((*x.shape[:-1], self.hidden_size), x.dtype), name=name)
 
     def _xw(self, x: Tensor) -> Tensor:
-        xw = x @ self.weight_ih.T
-        return xw + self.bias_ih if self.bias_ih is not None else xw
+        return affine(x, self.weight_ih, self.bias_ih)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
@@ -281,7 +276,7 @@ class RNNCell(_CellBase):
         """One step: x (B, I) or (I,), h (B, H) or (H,) (zeros if None) -> h' of h's shape."""
         x = self._input(x)
         h = self._zeros(x, "h0") if h is None else self._state(h, x, "h")
-        h_new = rnn_step(self._xw(x), h, self.weight_hh.T, self.bias_hh, ACTIVATIONS[self.nonlinearity])
+        h_new = rnn_step(self._xw(x), h, self.weight_hh, self.bias_hh, ACTIVATIONS[self.nonlinearity])
         if STEP_OBSERVERS:
             _notify(self, "rnn", 0, 0, None, h_new, None, {})
         return h_new
@@ -333,7 +328,7 @@ class LSTMCell(_CellBase):
             h, c = self._state(hx[0], x, "h"), self._state(hx[1], x, "c")
         peep = (self.weight_ci, self.weight_cf, self.weight_co) if self.peephole else None
         h_new, c_new, (i, f, g, o) = lstm_step(
-            self._xw(x), h, c, self.weight_hh.T, self.bias_hh, peep, self._gate_fn, self._cell_fn, self._elementwise
+            self._xw(x), h, c, self.weight_hh, self.bias_hh, peep, self._gate_fn, self._cell_fn, self._elementwise
         )
         if STEP_OBSERVERS:
             _notify(self, "lstm", 0, 0, None, h_new, c_new, {"i": i, "f": f, "g": g, "o": o})
@@ -360,7 +355,7 @@ class GRUCell(_CellBase):
         """One step: x (B, I) or (I,), h (B, H) or (H,) (zeros if None) -> h'."""
         x = self._input(x)
         h = self._zeros(x, "h0") if h is None else self._state(h, x, "h")
-        h_new, (r, z, n) = gru_step(self._xw(x), h, self.weight_hh.T, self.bias_hh)
+        h_new, (r, z, n) = gru_step(self._xw(x), h, self.weight_hh, self.bias_hh)
         if STEP_OBSERVERS:
             _notify(self, "gru", 0, 0, None, h_new, None, {"r": r, "z": z, "n": n})
         return h_new
@@ -425,7 +420,7 @@ class _RNNBase(Module):
     def _extra_parameters(self, sfx: str, k: float, dtype: np.dtype) -> None:
         """Hook for per-layer parameters beyond PyTorch's (LSTM peepholes)."""
 
-    def _step(self, xw: Tensor, state: Any, w_hh_t: Tensor, b_hh: Tensor | None, sfx: str) -> tuple[Any, dict]:
+    def _step(self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str) -> tuple[Any, dict]:
         """One step of one layer/direction: returns (new state, gates dict); state is h or (h, c)."""
         raise NotImplementedError
 
@@ -532,20 +527,14 @@ class _RNNBase(Module):
         b_ih = getattr(self, "bias_ih" + sfx, None)
         b_hh = getattr(self, "bias_hh" + sfx, None)
         # The input projection of every step at once: one (T*B, I) @ (I, nH) matmul instead of T small ones.
-        flat = x.reshape(T * x.shape[1], x.shape[2]) if x.ndim == 3 else x
-        xw_all = flat @ w_ih.T
-        if b_ih is not None:
-            xw_all = xw_all + (b_ih + b_hh if self._fold_bias else b_ih)
-        if x.ndim == 3:
-            xw_all = xw_all.reshape(T, x.shape[1], xw_all.shape[-1])
+        xw_all = affine(x, w_ih, b_ih + b_hh if b_ih is not None and self._fold_bias else b_ih)
         step_b_hh = None if self._fold_bias else b_hh
-        w_hh_t = w_hh.T  # one transpose per sequence, shared by every step
         state = init[layer * (2 if self.bidirectional else 1) + d]
         hs: list[Any] = [None] * T
         states: list[Any] = [None] * T if keep_states else []
         for t in range(T - 1, -1, -1) if d else range(T):
             with scope(f"t={t}"), scope("cell"):
-                state, gates = self._step(xw_all[t], state, w_hh_t, step_b_hh, sfx)
+                state, gates = self._step(xw_all[t], state, w_hh, step_b_hh, sfx)
             h = state[0] if isinstance(state, tuple) else state
             hs[t] = h
             if keep_states:
@@ -592,8 +581,8 @@ class RNN(_RNNBase):
         self._act = ACTIVATIONS[nonlinearity]
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype)
 
-    def _step(self, xw, state, w_hh_t, b_hh, sfx):
-        return rnn_step(xw, state, w_hh_t, b_hh, self._act), {}
+    def _step(self, xw, state, w_hh, b_hh, sfx):
+        return rnn_step(xw, state, w_hh, b_hh, self._act), {}
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.nonlinearity == "tanh" else f", nonlinearity={self.nonlinearity!r}")
@@ -606,8 +595,8 @@ class GRU(_RNNBase):
     _chunks = 3
     _fold_bias = False
 
-    def _step(self, xw, state, w_hh_t, b_hh, sfx):
-        h, (r, z, n) = gru_step(xw, state, w_hh_t, b_hh)
+    def _step(self, xw, state, w_hh, b_hh, sfx):
+        h, (r, z, n) = gru_step(xw, state, w_hh, b_hh)
         return h, {"r": r, "z": z, "n": n}
 
 
@@ -655,7 +644,7 @@ class LSTM(_RNNBase):
     def _final(self, finals: list[Any]) -> Any:
         return stack([s[0] for s in finals], axis=0), stack([s[1] for s in finals], axis=0)
 
-    def _step(self, xw, state, w_hh_t, b_hh, sfx):
+    def _step(self, xw, state, w_hh, b_hh, sfx):
         h, c = state
         peep = None
         if self.peephole:
@@ -664,7 +653,7 @@ class LSTM(_RNNBase):
                 getattr(self, "weight_cf" + sfx),
                 getattr(self, "weight_co" + sfx),
             )
-        h, c, (i, f, g, o) = lstm_step(xw, h, c, w_hh_t, b_hh, peep, self._gate_fn, self._cell_fn, self._elementwise)
+        h, c, (i, f, g, o) = lstm_step(xw, h, c, w_hh, b_hh, peep, self._gate_fn, self._cell_fn, self._elementwise)
         return (h, c), {"i": i, "f": f, "g": g, "o": o}
 
     def extra_repr(self) -> str:
