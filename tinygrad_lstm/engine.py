@@ -234,11 +234,23 @@ class _Products:
         """(sum A_i^T B_i)^T = sum B_i^T A_i."""
         return _Products(self.rhs, self.lhs)
 
-    def value(self, dtype: np.dtype) -> np.ndarray:
+    def value(self, dtype: np.dtype, stacked: dict) -> np.ndarray:
         """The sum as one array of ``dtype``: one product of the stacked factors."""
-        a = self.lhs[0] if len(self.lhs) == 1 else np.concatenate(self.lhs)
-        b = self.rhs[0] if len(self.rhs) == 1 else np.concatenate(self.rhs)
-        return (a.T @ b).astype(dtype, copy=False)
+        return (_stack_rows(self.lhs, stacked).T @ _stack_rows(self.rhs, stacked)).astype(dtype, copy=False)
+
+
+def _stack_rows(arrays: list, stacked: dict) -> np.ndarray:
+    """The 2-D arrays joined row-wise, each distinct list once per backward (``stacked`` remembers them).
+
+    An LSTM's W_ih and W_hh receive the same gate gradient at every step as a factor, so they share one copy.
+    """
+    if len(arrays) == 1:
+        return arrays[0]
+    key = tuple(map(id, arrays))
+    hit = stacked.get(key)
+    if hit is None:
+        hit = stacked[key] = (arrays, np.concatenate(arrays))  # (the list keeps the ids in the key valid)
+    return hit[1]
 
 
 def _reduce_to(gp: np.ndarray, shape: tuple, ctx: Any) -> np.ndarray:
@@ -261,6 +273,7 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
     # Matmul weight gradients not computed yet (see _Products). Not with retain_graph or anomaly mode, which
     # need every node's own gradient (for drawing it, or for checking it) as the loop passes.
     lazy: dict[int, _Products] = {}
+    stacked: dict[tuple, tuple] = {}
     defer = not retain_graph and not _state.anomaly
     order = _toposort(root)
     while order:
@@ -279,7 +292,7 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
                     _add_products(lazy, p, prods.transposed())
                 ctx.saved, ctx.parents = None, None
                 continue
-            v = prods.value(t.data.dtype)
+            v = prods.value(t.data.dtype, stacked)
             g = v if g is None else g + v
             owned.add(k)
         if g is None:

@@ -172,6 +172,12 @@ class Where(Op):
         return None, np.where(c, g, zero), np.where(c, zero, g)
 
 
+def _rows(a: Array) -> Array:
+    """``a`` as a matrix of rows (leading axes folded); a 2-D array itself, so the engine can tell that two
+    weights were handed the very same gradient array."""
+    return a if a.ndim == 2 else a.reshape(-1, a.shape[-1])
+
+
 class MatMul(Op):
     """d(a@b) = (g @ b^T, a^T @ g), with numpy's 1-D promotion rules undone."""
 
@@ -192,7 +198,7 @@ class MatMul(Op):
         if b.ndim != 2 or a.ndim < 2 or not self.needs[1]:
             return None
         self.needs = (self.needs[0], False)
-        return 1, a.reshape(-1, a.shape[-1]), g.reshape(-1, g.shape[-1])
+        return 1, _rows(a), _rows(g)
 
     def backward(self, g):
         a, b = self.saved
@@ -243,8 +249,7 @@ class Linear(Op):
         if not self.needs[1]:
             return None
         self.needs = (self.needs[0], False, *self.needs[2:])
-        x = self.saved[0]
-        return 1, g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        return 1, _rows(g), _rows(self.saved[0])
 
     def backward(self, g):
         x, w = self.saved
@@ -325,23 +330,27 @@ class Tanh(Op):
 
     def backward(self, g):
         y = self.saved[0]
-        return (g * (1 - y * y),)
-
-
-# Where exp(-x) would overflow, sigmoid(x) is already below the dtype's smallest normal number.
-_SIG_FLOOR = {np.dtype(t): -0.99 * float(np.log(np.finfo(t).max)) for t in (np.float16, np.float32, np.float64)}
+        d = np.asarray(y * y)  # one array, updated in place: these run on every gate of every step
+        np.subtract(1, d, out=d)
+        d *= g
+        return (d,)
 
 
 def sigmoid(x: Array) -> Array:
-    """Logistic function 1/(1+exp(-x)), accurate in relative terms, with no overflow for any x.
+    """Logistic function 1/(1+exp(-x)), accurate in relative terms, with no overflow warning for any x.
 
-    exp(-x) overflows only far below where sigmoid underflows anyway, so x is first floored there.
+    Where exp(-x) overflows to inf (x below about -88 in float32) the result is 0, the value rounded: sigmoid
+    has already fallen below the dtype's smallest normal number there.
     """
-    e = np.asarray(np.maximum(x, _SIG_FLOOR.get(x.dtype, -700.0)))  # a ufunc gives a scalar for 0-d input
-    np.negative(e, out=e)
-    np.exp(e, out=e)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
+    e = np.negative(x)
+    if type(e) is not np.ndarray:  # a ufunc gives a scalar for 0-d input
+        e = np.asarray(e)
+    with np.errstate(over="ignore"):
+        np.exp(e, out=e)
     e += 1
-    return np.reciprocal(e, out=e)
+    return np.divide(1, e, out=e)
 
 
 class Sigmoid(Op):
@@ -354,7 +363,10 @@ class Sigmoid(Op):
 
     def backward(self, g):
         y = self.saved[0]
-        return (g * (y * (1 - y)),)
+        d = 1 - y  # one array, updated in place
+        d *= y
+        d *= g
+        return (d,)
 
 
 class Relu(Op):
