@@ -242,6 +242,27 @@ def test_linear_gradient_for_some_inputs_only(which, np_rng):
     assert gradcheck(f, [ts[i] for i in free])
 
 
+@pytest.mark.parametrize("rows", [2, 32, 64, 65])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_few_rows_by_a_big_weight_takes_the_transposed_product_and_gives_the_same(rows, with_bias, np_rng):
+    """Up to 64 rows times a weight of >= 65536 entries runs as (W @ x^T)^T: same values, C order, same VJPs."""
+    x = Tensor(_any((rows, 128), np_rng), requires_grad=True)
+    w = Tensor(_any((512, 128), np_rng), requires_grad=True)
+    b = Tensor(_any((512,), np_rng), requires_grad=True) if with_bias else None
+    out = affine(x, w, b)
+    ref = x.data @ w.data.T + (b.data if with_bias else 0)
+    np.testing.assert_allclose(out.data, ref, rtol=1e-12, atol=1e-12)
+    assert out.data.flags.c_contiguous and out.dtype == np.float64
+    g = _any(out.shape, np_rng)
+    out.backward(g)
+    np.testing.assert_allclose(x.grad, g @ w.data, rtol=1e-12)
+    np.testing.assert_allclose(w.grad, g.T @ x.data, rtol=1e-12)
+    if with_bias:
+        np.testing.assert_allclose(b.grad, g.sum(axis=0), rtol=1e-12)
+    x32 = Tensor(x.data.astype(np.float32))
+    assert affine(x32, Tensor(w.data.astype(np.float32)), Tensor(np.ones(512, np.float64))).dtype == np.float64
+
+
 def test_linear_keeps_float32_and_promotes_like_numpy(np_rng):
     x = Tensor(_any((2, 3), np_rng).astype(np.float32))
     w = Tensor(_any((4, 3), np_rng).astype(np.float32), requires_grad=True)

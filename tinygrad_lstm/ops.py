@@ -239,6 +239,16 @@ class Linear(Op):
         if b is not None and b.shape != (w.shape[0],):
             raise ValueError(f"Linear: bias must have shape ({w.shape[0]},) for weight {w.shape}, got {b.shape}")
         self.saved = (x, w)
+        if x.ndim == 2 and 1 < x.shape[0] <= 64 and w.size >= 1 << 16:
+            # A few rows times a big weight (a batch at one time step): OpenBLAS computes (W @ x^T)^T up to 2x
+            # faster than x @ W^T, and copying it into a C-order result, with the bias added on the way, costs
+            # less than that saves (B=32 by a (512, 128) weight: 62 instead of 77 us; with more rows it loses).
+            t = (w @ x.T).T
+            y = np.empty(t.shape, t.dtype if b is None else np.result_type(t, b))
+            if b is None:
+                np.copyto(y, t)
+                return y
+            return np.add(t, b, out=y)
         y = x @ w.T
         if b is not None:
             y = np.add(y, b, out=y) if np.result_type(y, b) == y.dtype else y + b
