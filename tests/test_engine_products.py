@@ -121,3 +121,27 @@ def test_many_terms_equal_the_dense_sum(steps):
         loss = term if loss is None else loss + term
     loss.backward()
     np.testing.assert_allclose(W.grad, sum(x.T @ np.ones((3, 16)) for x in xs), rtol=1e-12)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 600, 1 << 20])
+def test_factors_stacked_in_blocks_give_the_same_sum(block_bytes, monkeypatch):
+    """Stacking in blocks (one term each, a few, all) changes only how the sum over time is grouped."""
+    from tinygrad_lstm import engine
+    from tinygrad_lstm.nn.functional import affine
+
+    monkeypatch.setattr(engine, "_BLOCK_BYTES", block_bytes)
+    W_ih = Tensor(rng.standard_normal((8, 3)), requires_grad=True)
+    W_hh = Tensor(rng.standard_normal((8, 2)), requires_grad=True)
+    xs = rng.standard_normal((7, 4, 3))
+
+    def build():
+        h = Tensor(np.zeros((4, 2)))
+        for t in range(7):
+            z = affine(Tensor(xs[t]), W_ih) + affine(h, W_hh)
+            h = z[:, :2].tanh() * z[:, 2:4].sigmoid()
+        return (h * h).sum()
+
+    expected = {1: [(i, i + 1) for i in range(7)], 600: [(0, 2), (2, 4), (4, 6), (6, 7)], 1 << 20: [(0, 7)]}
+    # 7 terms of 4 x 8 float64 gate gradients (256 bytes each, the larger factor)
+    assert engine._blocks([np.zeros((4, 8))] * 7, [np.zeros((4, 3))] * 7) == expected[block_bytes]
+    _same_both_ways(build, [W_ih, W_hh])

@@ -235,21 +235,47 @@ class _Products:
         return _Products(self.rhs, self.lhs)
 
     def value(self, dtype: np.dtype, stacked: dict) -> np.ndarray:
-        """The sum as one array of ``dtype``: one product of the stacked factors."""
-        return (_stack_rows(self.lhs, stacked).T @ _stack_rows(self.rhs, stacked)).astype(dtype, copy=False)
+        """The sum as one array of ``dtype``: one product of the stacked factors per block of terms."""
+        out = None
+        for lo, hi in _blocks(self.lhs, self.rhs):
+            p = _stack_rows(self.lhs, lo, hi, stacked).T @ _stack_rows(self.rhs, lo, hi, stacked)
+            if out is None:
+                out = p
+            else:
+                out += p
+        return out.astype(dtype, copy=False)
 
 
-def _stack_rows(arrays: list, stacked: dict) -> np.ndarray:
-    """The 2-D arrays joined row-wise, each distinct list once per backward (``stacked`` remembers them).
+# Stacked factors are built in blocks of at most this many bytes: below glibc's largest heap block (32 MiB), so
+# they reuse freed heap memory instead of being fresh mmaps that page-fault on every backward.
+_BLOCK_BYTES = 16 << 20
+
+
+def _blocks(lhs: list, rhs: list) -> list[tuple[int, int]]:
+    """Ranges [lo, hi) of terms whose stacked factors stay under ``_BLOCK_BYTES`` (at least one term each)."""
+    out, lo, size = [], 0, 0
+    for i, (a, b) in enumerate(zip(lhs, rhs)):
+        n = max(a.nbytes, b.nbytes)
+        if i > lo and size + n > _BLOCK_BYTES:
+            out.append((lo, i))
+            lo, size = i, 0
+        size += n
+    out.append((lo, len(lhs)))
+    return out
+
+
+def _stack_rows(arrays: list, lo: int, hi: int, stacked: dict) -> np.ndarray:
+    """``arrays[lo:hi]`` (2-D) joined row-wise, each distinct run once per backward (``stacked`` remembers them).
 
     An LSTM's W_ih and W_hh receive the same gate gradient at every step as a factor, so they share one copy.
     """
-    if len(arrays) == 1:
-        return arrays[0]
-    key = tuple(map(id, arrays))
+    if hi - lo == 1:
+        return arrays[lo]
+    run = arrays[lo:hi]
+    key = tuple(map(id, run))
     hit = stacked.get(key)
     if hit is None:
-        hit = stacked[key] = (arrays, np.concatenate(arrays))  # (the list keeps the ids in the key valid)
+        hit = stacked[key] = (run, np.concatenate(run))  # (the list keeps the ids in the key valid)
     return hit[1]
 
 
