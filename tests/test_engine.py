@@ -227,6 +227,66 @@ def test_leaf_gradients_are_private_arrays():
     np.testing.assert_array_equal(node.grads_in[0], [2.0, 2.0, 2.0])
 
 
+def test_in_place_sums_never_touch_an_array_someone_else_holds():
+    """Gradients are summed in place only into arrays nothing else refers to (reference counts decide)."""
+    x = _leaf([1.0, 2.0, 3.0])
+    # y's Add hands the user's own array to a, which then gets a second term from a * 2.0.
+    a = x * 1.0
+    y = a + a * 2.0
+    g = np.array([1.0, 1.0, 1.0])
+    y.backward(g)
+    np.testing.assert_array_equal(g, [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(x.grad, [3.0, 3.0, 3.0])
+
+    # A hook keeps z's gradient; z's Add hands that very array on to p, which then gets p3's term.
+    x.grad = None
+    kept = []
+    p = x * 1.0
+    p3 = p * 3.0
+    z = p + 1.0
+    z.register_hook(lambda grad: kept.append(grad))
+    (p3 + z * 1.0).backward(np.ones(3))
+    np.testing.assert_array_equal(kept[0], [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(x.grad, [4.0, 4.0, 4.0])
+
+    # Same, with the hook keeping only a view of the gradient.
+    x.grad = None
+    views = []
+    p = x * 1.0
+    p3 = p * 3.0
+    z = p + 1.0
+    z.register_hook(lambda grad: views.append(grad[:2]))
+    (p3 + z * 1.0).backward(np.ones(3))
+    np.testing.assert_array_equal(views[0], [1.0, 1.0])
+    np.testing.assert_array_equal(x.grad, [4.0, 4.0, 4.0])
+
+    # A reshape's VJP hands p a view of the user's array: p's next term must not be added into that memory.
+    x.grad = None
+    p = x * 1.0
+    w = p * 2.0
+    root = w.reshape(1, 3) + p.reshape(1, 3)
+    g = np.ones((1, 3))
+    root.backward(g)
+    np.testing.assert_array_equal(g, [[1.0, 1.0, 1.0]])
+    np.testing.assert_array_equal(x.grad, [3.0, 3.0, 3.0])
+
+
+def test_sole_reference_check():
+    from tinygrad_lstm.engine import _sole
+
+    held = {0: np.ones(3)}
+    prev = held.get(0)
+    assert _sole(prev, 2)  # the dict and the local name
+    view = prev[:1]
+    assert not _sole(prev, 2) and not _sole(view, 3)
+    del view
+    other = prev
+    assert not _sole(prev, 2) and _sole(other, 3)
+    ro = np.ones(3)
+    ro.flags.writeable = False
+    assert not _sole(ro, 1)
+
+
 # ------------------------------------------------------------------------------------------------ graph release
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -195,20 +196,18 @@ def _toposort(root: Tensor) -> list[Tensor]:
     return order
 
 
-def _private(gp: np.ndarray, g: np.ndarray, in_grads: Sequence[Any], saved: Any) -> bool:
-    """True if a VJP's output ``gp`` is an array of its own that nothing else refers to.
+_refcount = getattr(sys, "getrefcount", None)  # (CPython; elsewhere gradients are never updated in place)
 
-    A VJP returns fresh arrays or views of ``g`` and keeps none of them (the contract in ``ops``); excluded
-    here: views, read-only (broadcast) arrays, ``g`` itself, an array returned twice, a saved array.
+
+def _sole(a: np.ndarray, holders: int) -> bool:
+    """True if ``a`` owns its memory, is writeable and is held by nothing but the caller's ``holders`` references.
+
+    Python counts references exactly, so an in-place update of such an array cannot be seen by anyone else: not a
+    user's variable, a hook, another tensor's pending gradient, a deferred product or a view of it. This is what
+    lets the sum over time add each step's term in place instead of allocating a new array per step.
     """
-    if gp.base is not None or gp is g or not gp.flags.writeable:
-        return False
-    n = 0
-    for x in in_grads:
-        n += x is gp
-    for x in saved or ():
-        n += x is gp
-    return n == 1
+    # The two extra references: this function's parameter and getrefcount's argument.
+    return _refcount is not None and a.base is None and _refcount(a) == holders + 2 and a.flags.writeable
 
 
 class _Products:
@@ -293,9 +292,6 @@ def _reduce_to(gp: np.ndarray, shape: tuple, ctx: Any) -> np.ndarray:
 def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
     """The one chain-rule loop: VJPs in reverse topological order, gradients summed where paths meet."""
     grads: dict[int, np.ndarray] = {id(root): g}
-    # Gradients no one else holds (this loop allocated them, or a VJP returned a fresh array): safe to add
-    # into in place, and a leaf may keep one as its .grad without a copy.
-    owned: set[int] = set()
     # Matmul weight gradients not computed yet (see _Products). Not with retain_graph or anomaly mode, which
     # need every node's own gradient (for drawing it, or for checking it) as the loop passes.
     lazy: dict[int, _Products] = {}
@@ -320,14 +316,9 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
                 continue
             v = prods.value(t.data.dtype, stacked)
             g = v if g is None else g + v
-            owned.add(k)
         if g is None:
             continue
-        mine = k in owned
-        if mine:
-            owned.discard(k)
         if t._hooks:
-            mine = False  # a hook may have kept the array
             for hook in list(t._hooks):
                 new = hook(g)
                 if new is not None:
@@ -337,7 +328,7 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
             # A leaf (or a retained intermediate) keeps a private copy unless the array is already private to it.
             if t.grad is not None:
                 t.grad = np.asarray(t.grad + g)  # (0-d + 0-d gives a numpy scalar)
-            elif ctx is None and mine and not retain_graph:
+            elif ctx is None and not retain_graph and _sole(g, 1):
                 t.grad = g
             else:
                 t.grad = g.copy()
@@ -351,12 +342,11 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
                     _check_finite(g, ctx.backward_name, ctx.parents, ctx.scope)
                 k = id(p)
                 buf = grads.get(k)
-                if buf is None or k not in owned:
+                if buf is None or not _sole(buf, 2):
                     new = np.zeros(p.data.shape, p.data.dtype)
                     if buf is not None:
                         new += buf
                     grads[k] = buf = new
-                    owned.add(k)
                 ctx.backward_into(g, buf)
             ctx.saved, ctx.parents = None, None
             continue
@@ -384,16 +374,11 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
             prev = grads.get(k)
             if prev is None:
                 grads[k] = gp
-                # Only a leaf's gradient can end up as a .grad or take many += (BPTT's shared weights).
-                # (Not with retain_graph: grads_in keeps this very array for the graph renderer.)
-                if p._ctx is None and not retain_graph and _private(gp, g, in_grads, ctx.saved):
-                    owned.add(k)
-            elif k in owned:
+            elif _sole(prev, 2):
                 # This += is BPTT's sum over time: a weight used at every step gets one term per step.
                 prev += gp
             else:
                 grads[k] = np.asarray(prev + gp)  # (0-d + 0-d gives a numpy scalar, and += must be in place)
-                owned.add(k)
         if retain_graph:
             ctx.grads_in = tuple(None if x is None else unbroadcast(x, p.shape) for x, p in zip(in_grads, parents))
         else:
