@@ -63,6 +63,24 @@ def test_linear_nodes_at_every_step_like_an_lstm_cell_loop():
     assert all(np.abs(g).sum() > 0 for g in grads)
 
 
+def test_bias_terms_are_deferred_too_and_mix_with_dense_ones():
+    """A Linear bias's gradient (a column sum of each step's g) is deferred as g^T @ 1 and may meet other terms."""
+    from tinygrad_lstm.nn.functional import affine
+
+    W = Tensor(rng.standard_normal((3, 2)), requires_grad=True)
+    b = Tensor(rng.standard_normal(3), requires_grad=True)
+    xs = rng.standard_normal((4, 5, 2))
+
+    def build():
+        out = Tensor(np.zeros((5, 3)))
+        for t in range(4):
+            out = out + affine(Tensor(xs[t]), W, b).tanh() * b  # b: a deferred term and a dense one per step
+        return (out * out).sum() + b.sum()
+
+    _, gb = _same_both_ways(build, [W, b])
+    assert gb.shape == (3,) and np.abs(gb).sum() > 0
+
+
 def test_shared_weight_also_used_elementwise_mixes_dense_and_deferred_terms():
     W = Tensor(rng.standard_normal((3, 3)), requires_grad=True)
     x = Tensor(rng.standard_normal((4, 3)), requires_grad=True)

@@ -314,7 +314,7 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
                     _add_products(lazy, p, prods.transposed())
                 ctx.saved, ctx.parents = None, None
                 continue
-            v = prods.value(t.data.dtype, stacked)
+            v = prods.value(t.data.dtype, stacked).reshape(t.data.shape)  # (a bias's sum is a column)
             g = v if g is None else g + v
         if g is None:
             continue
@@ -354,8 +354,8 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
         in_grads = ctx.backward(g)  # (an input whose VJP was deferred gets None here)
         parents = ctx.parents
         if deferred is not None:
-            i, a, b = deferred
-            _add_products(lazy, parents[i], _Products([a], [b]))
+            for i, a, b in deferred:
+                _add_products(lazy, parents[i], _Products([a], [b]))
         if retain_graph:
             ctx.grad_out = g
         for p, gp in zip(parents, in_grads):

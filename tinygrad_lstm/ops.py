@@ -13,6 +13,8 @@ inputs that do not require a gradient, e.g. the data side of a matmul.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 Array = np.ndarray
@@ -32,8 +34,9 @@ class Op:
     needs: tuple = (True, True)
     # Ops whose VJP scatters into a part of their single input define ``backward_into(g, acc)``; see GetItem.
     backward_into = None
-    # Ops with a matrix-product VJP for one input define ``outer_vjp(g) -> (input index, A, B)`` with that
-    # input's gradient equal to A^T @ B, and then skip it in ``backward``; the engine sums such terms lazily.
+    # Ops with matrix-product VJPs define ``outer_vjp(g) -> [(input index, A, B), ...]``, that input's gradient
+    # being A^T @ B (reshaped to the input's shape), and then skip those inputs in ``backward``; the engine sums
+    # such terms lazily.
     outer_vjp = None
     # True for a 2-D transpose, which the engine lets deferred product terms pass through unevaluated.
     swaps_2d = False
@@ -178,6 +181,14 @@ def _rows(a: Array) -> Array:
     return a if a.ndim == 2 else a.reshape(-1, a.shape[-1])
 
 
+@functools.lru_cache(maxsize=8)
+def _ones_column(n: int, dtype: np.dtype) -> Array:
+    """A read-only (n, 1) column of ones, shared: a bias's deferred gradient is g^T @ 1."""
+    ones = np.ones((n, 1), dtype)
+    ones.flags.writeable = False
+    return ones
+
+
 class MatMul(Op):
     """d(a@b) = (g @ b^T, a^T @ g), with numpy's 1-D promotion rules undone."""
 
@@ -198,7 +209,7 @@ class MatMul(Op):
         if b.ndim != 2 or a.ndim < 2 or not self.needs[1]:
             return None
         self.needs = (self.needs[0], False)
-        return 1, _rows(a), _rows(g)
+        return [(1, _rows(a), _rows(g))]
 
     def backward(self, g):
         a, b = self.saved
@@ -255,11 +266,14 @@ class Linear(Op):
         return y
 
     def outer_vjp(self, g):
-        """The weight's VJP as the factors (g, x) of g^T @ x (leading axes folded into rows)."""
-        if not self.needs[1]:
-            return None
-        self.needs = (self.needs[0], False, *self.needs[2:])
-        return 1, _rows(g), _rows(self.saved[0])
+        """The weight's VJP as the factors (g, x) of g^T @ x, the bias's as (g, 1) of g^T @ 1 (a column sum)."""
+        needs = self.needs
+        g2 = _rows(g)
+        out = [(1, g2, _rows(self.saved[0]))] if needs[1] else []
+        if len(needs) > 2 and needs[2]:
+            out.append((2, g2, _ones_column(g2.shape[0], g2.dtype)))
+        self.needs = (needs[0], False, False)[: len(needs)]
+        return out
 
     def backward(self, g):
         x, w = self.saved
