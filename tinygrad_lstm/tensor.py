@@ -590,27 +590,50 @@ _NEEDS: dict[tuple, tuple] = {}
 
 def _apply(op_cls: type, *args: Tensor, **kwargs: Any) -> Tensor:
     """Run one op forward and, when any input needs a gradient, record it as a graph node."""
+    # This runs for every op of every step, so it is written for speed: one- and two-input ops (nearly all)
+    # without list building, and one plain attribute store per line (faster than a tuple assignment).
     fn = op_cls()
+    n = len(args)
     try:
-        out = fn.forward(*[a.data for a in args], **kwargs)
+        if n == 2:
+            out = fn.forward(args[0].data, args[1].data, **kwargs)
+        elif n == 1:
+            out = fn.forward(args[0].data, **kwargs)
+        else:
+            out = fn.forward(*[a.data for a in args], **kwargs)
     except (ValueError, IndexError, TypeError) as e:
         raise _op_error(op_cls.__name__, e, args) from None
     if type(out) is not np.ndarray:  # numpy ufuncs return scalars for 0-d inputs; .data is always an array
         out = np.asarray(out)
-    if _state.anomaly:
+    state = _state
+    if state.anomaly:
         _check_finite(out, fn.name, args)
     t = object.__new__(Tensor)
-    t.data, t.grad, t.name, t._retain, t._hooks, t._cut = out, None, None, False, None, None
-    if _state.grad_enabled:
-        needs = tuple([a.requires_grad for a in args])
+    t.data = out
+    t.grad = None
+    t.name = None
+    t._retain = False
+    t._hooks = None
+    t._cut = None
+    if state.grad_enabled:
+        if n == 2:
+            needs = (args[0].requires_grad, args[1].requires_grad)
+        elif n == 1:
+            needs = (args[0].requires_grad,)
+        else:
+            needs = tuple([a.requires_grad for a in args])
         if True in needs:
+            fn.parents = args
             # One shared tuple per pattern: a graph node should own as few objects as possible, as the garbage
             # collector walks every one of them, again and again while a long unrolled graph is being built.
-            fn.parents, fn.needs, fn.scope = args, _NEEDS.setdefault(needs, needs), _state.scope
+            fn.needs = _NEEDS.setdefault(needs, needs)
+            fn.scope = state.scope
             fn.seq = next(_op_counter)  # creation order, a topological order for backward
-            t._ctx, t.requires_grad = fn, True
+            t._ctx = fn
+            t.requires_grad = True
             return t
-    t._ctx, t.requires_grad = None, False
+    t._ctx = None
+    t.requires_grad = False
     return t
 
 
