@@ -90,3 +90,18 @@ def test_sigmoid_is_stable_for_large_inputs():
     assert s32.dtype == np.float32
     assert s[0] == 0.0 and s[-1] == 1.0 and s[3] == 0.5
     np.testing.assert_allclose(s[2:5], 1.0 / (1.0 + np.exp(-z[2:5])), rtol=1e-12, atol=1e-15)
+
+
+def test_op_by_op_floor_computes_the_same_loss_and_gradients():
+    """tools/numpy_op_by_op.py (the engine's arithmetic without the engine) agrees with the baseline."""
+    spec = importlib.util.spec_from_file_location("numpy_op_by_op", _PATH.parent / "numpy_op_by_op.py")
+    ob = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ob)
+    for T, B, I, H, O in [(5, 3, 4, 6, 2), (1, 1, 2, 3, 1), (4, 8, 16, 128, 1)]:  # the last takes the (W @ x^T)^T path
+        params, x, target = _problem(T, B, I, H, O, seed=T)
+        loss, grads = nb.forward_backward(params, x, target)
+        loss2, grads2 = ob.forward_backward(params, x, target)
+        assert abs(loss - loss2) <= 1e-12 * max(1.0, abs(loss))
+        assert set(grads2) == set(grads)
+        for name in grads:
+            np.testing.assert_allclose(grads2[name], grads[name], rtol=1e-9, atol=1e-12, err_msg=name)

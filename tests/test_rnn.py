@@ -593,7 +593,7 @@ def test_benchmark_quick_mode_runs():
     )
     assert res.returncode == 0, res.stderr
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("| ")]
-    assert "ours LSTMCell loop (ms)" in lines[0] and "numpy BPTT (ms)" in lines[0]
+    assert "ours LSTMCell loop (ms)" in lines[0] and "numpy BPTT (ms)" in lines[0] and "numpy op by op (ms)" in lines[0]
     assert len(lines) == 3  # header + two quick sizes
     for ln in lines[1:]:
         cells = [c.strip() for c in ln.strip("|").split("|")]

@@ -5,6 +5,8 @@ Contestants, all computing the same function from the same weights (checked: the
 * ``ours LSTMCell loop``: ``tinygrad_lstm.nn.LSTMCell`` called once per step in a Python loop;
 * ``ours LSTM``: ``tinygrad_lstm.nn.LSTM`` (one input-projection matmul for all steps);
 * ``numpy BPTT``: the hand-written numpy LSTM of ``tools/numpy_lstm_baseline.py``;
+* ``numpy op by op``: ``tools/numpy_op_by_op.py``, the engine's own numpy calls for the cell loop with no graph:
+  the floor for an engine of separate primitive ops (``cell / op by op`` is what recording and walking cost);
 * ``torch LSTMCell loop`` and ``torch nn.LSTM``, when torch is installed.
 
 Every repeat runs each contestant once, in a rotating order, so that a change in machine load hits all of them
@@ -52,9 +54,9 @@ QUICK_REPEATS = (5, 5)
 OUT = 1  # the head predicts one number per step, as the numpy baseline's timing does
 
 
-def _load_baseline():
-    """Import tools/numpy_lstm_baseline.py by path (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("numpy_lstm_baseline", _HERE / "numpy_lstm_baseline.py")
+def _load_baseline(name: str = "numpy_lstm_baseline"):
+    """Import tools/<name>.py by path (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, _HERE / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -134,10 +136,17 @@ def contestants(params: dict, x: np.ndarray, target: np.ndarray) -> dict[str, Ca
         loss, _ = nb.forward_backward(params, x, target)
         return loss
 
+    floor = _load_baseline("numpy_op_by_op")
+
+    def numpy_op_by_op() -> float:
+        loss, _ = floor.forward_backward(params, x, target)
+        return loss
+
     fns: dict[str, Callable[[], float]] = {
         "ours LSTMCell loop": ours_cell,
         "ours LSTM": ours_layer,
         "numpy BPTT": numpy_bptt,
+        "numpy op by op": numpy_op_by_op,
     }
     try:
         import torch
@@ -241,11 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         ms = measure(contestants(*make_problem(B, T, I, H)), rep, clock)
         rows.append(((B, T, I, H), rep, ms))
 
-    cols = ["ours LSTMCell loop", "ours LSTM", "numpy BPTT", "torch LSTMCell loop", "torch nn.LSTM"]
+    cols = ["ours LSTMCell loop", "ours LSTM", "numpy BPTT", "numpy op by op", "torch LSTMCell loop", "torch nn.LSTM"]
     cols = [c for c in cols if c in rows[0][2]]
     ratios = [
         ("cell / torch cell", "ours LSTMCell loop", "torch LSTMCell loop"),
         ("cell / numpy", "ours LSTMCell loop", "numpy BPTT"),
+        ("cell / op by op", "ours LSTMCell loop", "numpy op by op"),
         ("LSTM / nn.LSTM", "ours LSTM", "torch nn.LSTM"),
         ("LSTM / numpy", "ours LSTM", "numpy BPTT"),
     ]
