@@ -163,3 +163,19 @@ def test_factors_stacked_in_blocks_give_the_same_sum(block_bytes, monkeypatch):
     # 7 terms of 4 x 8 float64 gate gradients (256 bytes each, the larger factor)
     assert engine._blocks([np.zeros((4, 8))] * 7, [np.zeros((4, 3))] * 7) == expected[block_bytes]
     _same_both_ways(build, [W_ih, W_hh])
+
+
+def test_a_deferred_weight_gradient_becomes_grad_without_a_copy(monkeypatch):
+    """The product computed for a weight is handed to .grad as it is (it is held by nothing else)."""
+    from tinygrad_lstm import engine
+    from tinygrad_lstm.nn import LSTMCell
+
+    made = []  # ids only: holding the arrays would itself make the engine copy them
+    value = engine._Products.value
+    monkeypatch.setattr(engine._Products, "value", lambda self, *a: made.append(id(out := value(self, *a))) or out)
+    cell = LSTMCell(3, 4)
+    hc = None
+    for _ in range(3):
+        hc = cell(Tensor(rng.standard_normal((2, 3)).astype(np.float32)), hc)
+    hc[0].sum().backward()
+    assert id(cell.weight_ih.grad) in made and id(cell.weight_hh.grad) in made

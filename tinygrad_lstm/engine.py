@@ -314,8 +314,13 @@ def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
                     _add_products(lazy, p, prods.transposed())
                 ctx.saved, ctx.parents = None, None
                 continue
-            v = prods.value(t.data.dtype, stacked).reshape(t.data.shape)  # (a bias's sum is a column)
-            g = v if g is None else g + v
+            v = prods.value(t.data.dtype, stacked)
+            if v.shape != t.data.shape:
+                v = v.reshape(t.data.shape)  # a bias's sum comes as a column
+            if g is None:
+                g, v = v, None  # (one name only: an array held once may become a leaf's .grad as it is)
+            else:
+                g = g + v
         if g is None:
             continue
         if t._hooks:
