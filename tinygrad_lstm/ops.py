@@ -260,7 +260,8 @@ class Linear(Op):
                 np.copyto(y, t)
                 return y
             return np.add(t, b, out=y)
-        y = x @ w.T
+        # Leading axes folded into rows: one BLAS call for a whole (T, B, in) sequence, not T small ones.
+        y = x @ w.T if x.ndim <= 2 else (_rows(x) @ w.T).reshape(*x.shape[:-1], w.shape[0])
         if b is not None:
             y = np.add(y, b, out=y) if np.result_type(y, b) == y.dtype else y + b
         return y
@@ -278,9 +279,9 @@ class Linear(Op):
     def backward(self, g):
         x, w = self.saved
         needs = self.needs
-        g2 = g.reshape(-1, g.shape[-1])
-        gx = g @ w if needs[0] else None
-        gw = g2.T @ x.reshape(-1, x.shape[-1]) if needs[1] else None
+        g2 = _rows(g)
+        gx = (g2 @ w).reshape(x.shape) if needs[0] else None
+        gw = g2.T @ _rows(x) if needs[1] else None
         gb = g2.sum(axis=0) if len(needs) > 2 and needs[2] else None
         return gx, gw, gb
 
