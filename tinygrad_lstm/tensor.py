@@ -586,6 +586,7 @@ def _index_arg(idx: Any) -> Any:
 
 
 _NEEDS: dict[tuple, tuple] = {}
+_T, _TT, _TF, _FT = (True,), (True, True), (True, False), (False, True)
 
 
 def _apply(op_cls: type, *args: Tensor, **kwargs: Any) -> Tensor:
@@ -616,17 +617,19 @@ def _apply(op_cls: type, *args: Tensor, **kwargs: Any) -> Tensor:
     t._hooks = None
     t._cut = None
     if state.grad_enabled:
+        # ``needs`` is one shared tuple per pattern: a graph node should own as few objects as possible, as the
+        # garbage collector walks every one of them, again and again while a long unrolled graph is being built.
         if n == 2:
-            needs = (args[0].requires_grad, args[1].requires_grad)
+            ra, rb = args[0].requires_grad, args[1].requires_grad
+            needs = (_TT if rb else _TF) if ra else (_FT if rb else None)
         elif n == 1:
-            needs = (args[0].requires_grad,)
+            needs = _T if args[0].requires_grad else None
         else:
             needs = tuple([a.requires_grad for a in args])
-        if True in needs:
+            needs = _NEEDS.setdefault(needs, needs) if True in needs else None
+        if needs is not None:
             fn.parents = args
-            # One shared tuple per pattern: a graph node should own as few objects as possible, as the garbage
-            # collector walks every one of them, again and again while a long unrolled graph is being built.
-            fn.needs = _NEEDS.setdefault(needs, needs)
+            fn.needs = needs
             fn.scope = state.scope
             fn.seq = next(_op_counter)  # creation order, a topological order for backward
             t._ctx = fn
