@@ -21,14 +21,15 @@ import platform
 
 ENV_VAR = "TINYGRAD_LSTM_MALLOC"
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
+_MMAP_MAX = 32 << 20  # glibc refuses a larger mmap threshold on 64-bit systems
 _policy = "system malloc settings (not changed)"
 
 
-def keep_freed_memory(trim_threshold: int = 1 << 30, mmap_threshold: int = 32 << 20) -> bool:
+def keep_freed_memory(trim_threshold: int = 1 << 30, mmap_threshold: int = _MMAP_MAX) -> bool:
     """Ask glibc to keep up to ``trim_threshold`` bytes of freed heap and to mmap only blocks over
     ``mmap_threshold`` bytes (glibc caps this at 32 MiB). Returns False where there is no glibc ``mallopt``."""
     global _policy
-    if trim_threshold < 0 or not 0 <= mmap_threshold <= 32 << 20:
+    if trim_threshold < 0 or not 0 <= mmap_threshold <= _MMAP_MAX:
         raise ValueError(
             f"keep_freed_memory: need trim_threshold >= 0 and 0 <= mmap_threshold <= 32 MiB, "
             f"got {trim_threshold} and {mmap_threshold}"

@@ -565,14 +565,11 @@ def _shape_arg(shape: tuple, op: str = "reshape") -> tuple:
     return tuple(int(s) for s in shape)
 
 
-_PLAIN_INDEX = frozenset({int, slice, type(None), type(Ellipsis)})
-
-
 def _index_arg(idx: Any) -> Any:
     """Replace Tensors inside an index by their arrays; lists become integer (or bool) arrays."""
     if isinstance(idx, tuple):
         for i in idx:  # the common case, slicing (every gate of every step): nothing to replace
-            if type(i) not in _PLAIN_INDEX:
+            if type(i) not in ops._BASIC_TYPES:
                 return tuple(_index_arg(i) for i in idx)
         return idx
     if isinstance(idx, Tensor):
