@@ -6,6 +6,7 @@ from .io import load, save
 from .tensor import (
     AnomalyError,
     Tensor,
+    backward,
     cat,
     default_dtype,
     detect_anomaly,
@@ -34,6 +35,7 @@ __all__ = [
     "AnomalyError",
     "GradcheckError",
     "Tensor",
+    "backward",
     "cat",
     "default_dtype",
     "detect_anomaly",

@@ -173,11 +173,11 @@ def _creation_order(t: Any) -> int:
     return -1 if ctx is None else ctx.seq  # leaves first: they are reached last going backwards
 
 
-def _toposort(root: Tensor) -> list[Tensor]:
-    """Tensors that need a gradient and lead to ``root``, each after everything it depends on (no recursion)."""
-    seen = {id(root)}
-    order = [root]
-    stack = [root]
+def _toposort(roots: Sequence[Tensor]) -> list[Tensor]:
+    """Tensors that need a gradient and lead to ``roots``, each after everything it depends on (no recursion)."""
+    seen = {id(r) for r in roots}
+    order = list({id(r): r for r in roots}.values())
+    stack = list(order)
     while stack:
         ctx = stack.pop()._ctx
         if ctx is None:
@@ -289,15 +289,17 @@ def _reduce_to(gp: np.ndarray, shape: tuple, ctx: Any) -> np.ndarray:
     return out
 
 
-def _backward(root: Tensor, g: np.ndarray, retain_graph: bool) -> None:
+def _backward(roots: Sequence[Tensor], seeds: Sequence[np.ndarray], retain_graph: bool) -> None:
     """The one chain-rule loop: VJPs in reverse topological order, gradients summed where paths meet."""
-    grads: dict[int, np.ndarray] = {id(root): g}
+    grads: dict[int, np.ndarray] = {}
+    for r, g in zip(roots, seeds):
+        grads[id(r)] = g if id(r) not in grads else grads[id(r)] + g
     # Matmul weight gradients not computed yet (see _Products). Not with retain_graph or anomaly mode, which
     # need every node's own gradient (for drawing it, or for checking it) as the loop passes.
     lazy: dict[int, _Products] = {}
     stacked: dict[tuple, tuple] = {}
     defer = not retain_graph and not _state.anomaly
-    order = _toposort(root)
+    order = _toposort(roots)
     while order:
         # Popping (not iterating) drops the list's reference: once its consumers have run, an intermediate
         # tensor and its data are freed during the walk, so backward reuses that memory instead of growing.

@@ -97,6 +97,7 @@ class Optimizer:
                 if g.shape != p.data.shape:
                     raise ValueError(f"{type(self).__name__}: grad shape {g.shape} != param shape {p.data.shape}")
                 self._update(p, g.astype(p.data.dtype, copy=False), group, self.state.setdefault(id(p), {}))
+                p._version += 1  # the step wrote p's data in place: a graph that saved it can no longer backward
         return loss
 
     def _update(self, p: Tensor, grad: np.ndarray, group: dict[str, Any], state: dict[str, Any]) -> None:

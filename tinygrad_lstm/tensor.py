@@ -64,7 +64,18 @@ def _to_array(data: Any, dtype: Any) -> np.ndarray:
 class Tensor:
     """An n-dimensional array that records the ops applied to it, so ``backward()`` can find gradients."""
 
-    __slots__ = ("__weakref__", "_ctx", "_cut", "_hooks", "_retain", "data", "grad", "name", "requires_grad")
+    __slots__ = (
+        "__weakref__",
+        "_ctx",
+        "_cut",
+        "_hooks",
+        "_retain",
+        "_version",
+        "data",
+        "grad",
+        "name",
+        "requires_grad",
+    )
     __array_ufunc__ = None  # ndarray + Tensor defers to Tensor.__radd__ instead of looping elementwise
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None):
@@ -78,13 +89,14 @@ class Tensor:
         self._retain = False
         self._hooks: list | None = None
         self._cut = None
+        self._version = 0
 
     @staticmethod
     def _make(data: np.ndarray, ctx: ops.Op | None) -> Tensor:
         """Fast constructor for op outputs: no validation, the data is already an ndarray."""
         t = object.__new__(Tensor)
         t.data, t.grad, t._ctx, t.requires_grad = data, None, ctx, ctx is not None
-        t.name, t._retain, t._hooks, t._cut = None, False, None, None
+        t.name, t._retain, t._hooks, t._cut, t._version = None, False, None, None, 0
         return t
 
     # -- properties
@@ -219,18 +231,49 @@ class Tensor:
         """
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad and has no graph to walk")
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(
-                    f"backward: grad must be given for a non-scalar output of shape {self.shape} "
-                    "(or reduce it to one element first, e.g. .sum())"
-                )
-            g = np.ones(self.shape, self.dtype)
-        else:
-            g = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+        if grad is None and self.data.size != 1:
+            raise RuntimeError(
+                f"backward: grad must be given for a non-scalar output of shape {self.shape} "
+                "(or reduce it to one element first, e.g. .sum())"
+            )
+        if grad is not None:
+            g = np.asarray(grad.data if isinstance(grad, Tensor) else grad)
             if g.shape != self.shape:
                 raise ValueError(f"backward: grad of shape {g.shape} given for a tensor of shape {self.shape}")
-        _backward(self, g, retain_graph)
+        backward([self], [grad], retain_graph=retain_graph)
+
+    # -- in-place writes: each bumps the version, so a graph that saved the old values can tell
+    def _inplace_check(self, op: str) -> None:
+        if not _state.grad_enabled or not self.requires_grad:
+            return
+        if self._ctx is None:
+            raise RuntimeError(
+                f"{op}: a leaf tensor that requires grad cannot be changed in place while gradients are recorded; "
+                "do it inside `with no_grad():` (as an optimizer step does)"
+            )
+        raise RuntimeError(f"{op}: cannot change a recorded intermediate tensor in place; use the out-of-place form")
+
+    def copy_(self, src: Any) -> Tensor:
+        """Copy ``src`` (broadcast to this shape, cast to this dtype) into this tensor's data; returns self."""
+        self._inplace_check("copy_")
+        arr = src.data if isinstance(src, Tensor) else np.asarray(src)
+        try:
+            np.copyto(self.data, np.broadcast_to(arr, self.shape), casting="unsafe")
+        except ValueError:
+            raise ValueError(f"copy_: cannot copy a source of shape {arr.shape} into shape {self.shape}") from None
+        self._version += 1
+        return self
+
+    def zero_(self) -> Tensor:
+        """Set every element to 0 in place; returns self."""
+        return self.fill_(0)
+
+    def fill_(self, value: float) -> Tensor:
+        """Set every element to ``value`` in place; returns self."""
+        self._inplace_check("fill_")
+        self.data[...] = value
+        self._version += 1
+        return self
 
     # -- binary ops
     def _lift(self, x: Any) -> Tensor:
@@ -613,6 +656,7 @@ def _apply(op_cls: type, *args: Tensor, **kwargs: Any) -> Tensor:
     t._retain = False
     t._hooks = None
     t._cut = None
+    t._version = 0
     if state.grad_enabled:
         # ``needs`` is one shared tuple per pattern: a graph node should own as few objects as possible, as the
         # garbage collector walks every one of them, again and again while a long unrolled graph is being built.
@@ -646,6 +690,42 @@ def _op_error(name: str, e: Exception, args: Sequence[Tensor]) -> Exception:
 
 
 # ------------------------------------------------------------------------------------------------ functions
+
+
+def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool = False) -> None:
+    """Backward from several roots at once, as ``torch.autograd.backward``: sum_i <grad_i, d tensors_i / d leaf>.
+
+    ``tensors`` is a Tensor or a sequence of them; ``grad_tensors`` one gradient per tensor (arrays or Tensors of
+    the same shapes; None for a one-element tensor means 1). One walk of the graph serves all roots.
+    """
+    ts = [tensors] if isinstance(tensors, Tensor) else list(tensors)
+    if grad_tensors is None:
+        gs: list[Any] = [None] * len(ts)
+    elif isinstance(grad_tensors, (Tensor, np.ndarray)):
+        gs = [grad_tensors]
+    else:
+        gs = list(grad_tensors)
+    if not ts or len(gs) != len(ts):
+        raise ValueError(f"backward: need one gradient per tensor, got {len(ts)} tensors and {len(gs)} gradients")
+    seeds = []
+    for i, (t, g) in enumerate(zip(ts, gs)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"backward: tensors[{i}] must be a Tensor, got {type(t).__name__}")
+        if not t.requires_grad:
+            raise RuntimeError(f"backward: tensors[{i}] does not require grad and has no graph to walk")
+        if g is None:
+            if t.data.size != 1:
+                raise RuntimeError(
+                    f"backward: grad must be given for a non-scalar output of shape {t.shape} "
+                    "(or reduce it to one element first, e.g. .sum())"
+                )
+            seeds.append(np.ones(t.shape, t.dtype))
+            continue
+        arr = np.asarray(g.data if isinstance(g, Tensor) else g, dtype=t.dtype)
+        if arr.shape != t.shape:
+            raise ValueError(f"backward: grad of shape {arr.shape} given for tensors[{i}] of shape {t.shape}")
+        seeds.append(arr)
+    _backward(ts, seeds, retain_graph)
 
 
 def _tensors(values: Sequence[Any], op: str) -> list[Tensor]:

@@ -39,6 +39,7 @@ def _fill(t: Tensor, values: np.ndarray) -> Tensor:
         t.data[...] = values
     else:  # e.g. a broadcast view: replace the array instead
         t.data = np.array(np.broadcast_to(values, t.shape), dtype=t.dtype)
+    t._version += 1
     return t
 
 

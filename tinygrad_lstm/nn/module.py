@@ -195,6 +195,7 @@ class Module:
         for k, arr in new.items():
             if k in params:
                 params[k].data = arr
+                params[k]._version += 1
             else:
                 mod, attr = owners[k]
                 object.__setattr__(mod, attr, arr)
