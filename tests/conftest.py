@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from tinygrad_lstm import tensor as _tensor
+from tinygrad_lstm import engine as _engine
 
 
 @pytest.fixture(autouse=True)
@@ -16,10 +16,10 @@ def _restore_engine_state() -> Iterator[None]:
 
     A test that calls ``set_default_dtype`` (or fails inside ``no_grad``) must not change what later tests see.
     """
-    s = _tensor._state
-    saved = (s.default_dtype, s.grad_enabled, s.anomaly, s.scope, s.rng)
+    m, d = _engine._modes, _engine._defaults
+    saved = (d.dtype, d.rng, m.grad_enabled, m.anomaly, m.scope)
     yield
-    s.default_dtype, s.grad_enabled, s.anomaly, s.scope, s.rng = saved
+    d.dtype, d.rng, m.grad_enabled, m.anomaly, m.scope = saved
 
 
 @pytest.fixture

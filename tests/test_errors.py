@@ -90,8 +90,8 @@ def test_reshape_expand_transpose_mismatch():
         _t(2, 3).expand(4, 3)
     with pytest.raises(ValueError, match=r"expand.*\(2, 3\).*\(3,\)"):
         _t(2, 3).expand(3)
-    with pytest.raises(ValueError, match=r"transpose.*\(0, 0\).*\(2, 3\)"):
-        _t(2, 3).transpose(0, 0)
+    with pytest.raises(ValueError, match=r"transpose.*\(0, 0, 1\).*\(2, 3, 4\)"):
+        _t(2, 3, 4).transpose(0, 0, 1)
     with pytest.raises(ValueError, match=r"permute"):
         _t(2, 3).permute()
 

@@ -1,14 +1,21 @@
 """Primitive ops: each class holds a forward and its vector-Jacobian product (VJP) side by side.
 
 This module imports numpy only. An op works on plain ndarrays: ``forward`` computes the output and keeps in
-``self.saved`` exactly the arrays its backward needs; ``backward(g)`` maps the gradient of the output to one
-gradient per input, *in the broadcast shape of the output*. Reducing those back to each input's shape
-("unbroadcast") happens in one place only, the engine in ``tensor.py``. A backward never writes into ``g``
-and keeps no reference to the arrays it returns: the engine may add into a fresh one in place or keep it as
-a leaf's ``.grad``.
+``self.saved`` exactly the arrays its backward needs (``saves`` lists which inputs those are, so the engine can
+tell when one was written in place since); ``backward(g)`` maps the gradient of the output to one gradient per
+input, *in the broadcast shape of the output*: reducing it back to each input's shape happens in one place, the
+engine. A backward never writes into ``g`` and never changes the op itself.
 
-``self.needs`` (one bool per input, set by the engine when it records the op) lets expensive VJPs skip
-inputs that do not require a gradient, e.g. the data side of a matmul.
+A gradient is a value: an ndarray, or one of two typed contributions that the engine adds like an array
+(HIPS autograd's idea, its sparse getitem gradient among them):
+
+- ``Outer``: a sum of matrix products sum_i a_i^T @ b_i, kept unevaluated. A weight that T matmuls share (one per
+  time step) receives T terms; the engine evaluates them as ONE product of the stacked factors, BPTT's sum over
+  time in one BLAS call. Its transpose swaps the factors, so ``W.T`` passes the terms on still unevaluated.
+- ``SliceAdd``: ``g`` placed at ``x[idx]``. T slices of one tensor (the steps of a sequence, an LSTM's gates)
+  cost one buffer and T slice-adds, not T full-size arrays of zeros.
+
+``self.needs`` (one bool per input, set when the op is recorded) lets a VJP skip inputs that need no gradient.
 """
 
 from __future__ import annotations
@@ -19,29 +26,128 @@ import numpy as np
 
 Array = np.ndarray
 
+# ------------------------------------------------------------------------------------------ gradient values
+
+
+class Outer:
+    """A gradient kept as sum_i a_i^T @ b_i (reshaped to ``shape``), evaluated only when it is needed."""
+
+    __slots__ = ("pairs", "shape")
+
+    def __init__(self, pairs: list, shape: tuple) -> None:
+        self.pairs, self.shape = pairs, shape
+
+    @property
+    def T(self) -> Outer:
+        """(sum a_i^T b_i)^T = sum b_i^T a_i: the terms pass through a transpose unevaluated."""
+        return Outer([(b, a) for a, b in self.pairs], self.shape[::-1])
+
+    def value(self, dtype: np.dtype, memo: dict) -> Array:
+        """The sum as one fresh array: one product of the stacked factors per block of terms."""
+        lhs, rhs = [a for a, _ in self.pairs], [b for _, b in self.pairs]
+        out = None
+        for lo, hi in _blocks(lhs, rhs):
+            p = _stack_rows(lhs, lo, hi, memo).T @ _stack_rows(rhs, lo, hi, memo)
+            out = p if out is None else np.add(out, p, out=out)
+        return out.reshape(self.shape).astype(dtype, copy=False)
+
+
+# Stacked factors are built in blocks of at most this many bytes: below glibc's largest heap block (32 MiB), so
+# they reuse freed heap memory instead of being fresh mmaps that page-fault on every backward.
+_BLOCK_BYTES = 16 << 20
+
+
+def _blocks(lhs: list, rhs: list) -> list[tuple[int, int]]:
+    """Ranges [lo, hi) of terms whose stacked factors stay under ``_BLOCK_BYTES`` (at least one term each)."""
+    out, lo, size = [], 0, 0
+    for i, (a, b) in enumerate(zip(lhs, rhs)):
+        n = max(a.nbytes, b.nbytes)
+        if i > lo and size + n > _BLOCK_BYTES:
+            out.append((lo, i))
+            lo, size = i, 0
+        size += n
+    out.append((lo, len(lhs)))
+    return out
+
+
+def _stack_rows(arrays: list, lo: int, hi: int, memo: dict) -> Array:
+    """``arrays[lo:hi]`` (2-D) joined row-wise; ``memo`` stacks each distinct run once per backward: two weights
+    handed the same step gradients as factors (an LSTM's W_ih and W_hh in a cell loop) share one copy."""
+    if hi - lo == 1:
+        return arrays[lo]
+    run = arrays[lo:hi]
+    key = tuple(map(id, run))
+    hit = memo.get(key)
+    if hit is None:
+        hit = memo[key] = (run, np.concatenate(run))  # (the list keeps the ids in the key alive and valid)
+    return hit[1]
+
+
+class SliceAdd:
+    """The gradient of ``x[idx]``: ``g`` at ``idx`` in zeros of ``shape``; repeated integer indices add up."""
+
+    __slots__ = ("basic", "g", "idx", "shape")
+
+    def __init__(self, shape: tuple, idx, g: Array) -> None:
+        self.shape, self.idx, self.g, self.basic = shape, idx, g, _is_basic(idx)
+
+    def add_into(self, acc: Array) -> None:
+        """Add into ``acc`` (an array of ``shape`` that the engine owns) in place."""
+        if self.basic:
+            acc[self.idx] += self.g
+        else:
+            np.add.at(acc, self.idx, self.g)
+
+    def value(self, dtype: np.dtype, memo: dict) -> Array:
+        """As a fresh dense array."""
+        out = np.zeros(self.shape, dtype)
+        self.add_into(out)
+        return out
+
+
+def dense(c, dtype: np.dtype | None = None) -> Array | None:
+    """Any gradient value as an ndarray (a contribution evaluated in ``dtype``, default its own); None stays None."""
+    if c is None or type(c) is np.ndarray:
+        return c
+    if isinstance(c, Outer):
+        return c.value(dtype or np.result_type(*c.pairs[0]), {})
+    return c.value(dtype or c.g.dtype, {}) if isinstance(c, SliceAdd) else np.asarray(c)
+
+
+def _is_basic(idx) -> bool:
+    """True for an index of ints, slices, None and Ellipsis only (a view: no element is picked twice)."""
+    for p in idx if type(idx) is tuple else (idx,):
+        if type(p) not in _BASIC_TYPES and not isinstance(p, (int, np.integer)):
+            return False
+    return True
+
+
+_BASIC_TYPES = frozenset({int, slice, type(None), type(Ellipsis)})
+
+# --------------------------------------------------------------------------------------------------- the op
+
 
 class Op:
-    """Base class of a recorded op: the graph node the engine walks and the visualizer reads.
+    """Base class of a recorded op: the graph node the engine walks and the renderer reads.
 
-    Attributes set by the engine: ``seq`` (creation number), ``parents`` (ordered input Tensors; None once
-    released), ``needs``, ``scope`` (tuple of enclosing scope names), and, after a
-    ``backward(retain_graph=True)``, ``grad_out`` (gradient of the output) and ``grads_in`` (per parent). A node
-    does not point back to its output: the graph is walked from tensors (``tensor.grad_fn``), and every object a
-    node holds is one more the garbage collector visits while a long unrolled graph is being built.
+    Set when recorded: ``parents`` (the input Tensors; None once released), ``needs``, ``scope`` (the enclosing
+    scope names), ``seq`` (creation number, a topological order) and ``versions`` (the inputs' versions then).
+    After ``backward(retain_graph=True)``: ``grad_out`` (the gradient of the output) and ``grads_in`` (per input,
+    in its shape). A node does not point back to its output: every object a node holds is one more that the
+    garbage collector visits while a long unrolled graph is being built.
     """
 
+    saves: tuple = ()  # the inputs whose arrays ``saved`` holds: writing one in place invalidates the VJP
+    saves_output = False  # True if ``saved`` holds the output: writing it in place (through a detached alias)
+    # invalidates the VJP
+    takes_lazy = False  # True if backward accepts an unevaluated ``Outer`` gradient (a 2-D transpose)
     saved: tuple = ()
-    needs: tuple = (True, True)
-    # Ops whose VJP scatters into a part of their single input define ``backward_into(g, acc)``; see GetItem.
-    backward_into = None
-    # Ops with matrix-product VJPs define ``outer_vjp(g) -> [(input index, A, B), ...]``, that input's gradient
-    # being A^T @ B (reshaped to the input's shape), and then skip those inputs in ``backward``; the engine sums
-    # such terms lazily.
-    outer_vjp = None
-    # True for a 2-D transpose, which the engine lets deferred product terms pass through unevaluated.
-    swaps_2d = False
-    grad_out: Array | None = None
-    grads_in: tuple | None = None
+    needs: tuple = ()
+    out_version = None  # (counter, value) once the output's data is shared by a detached tensor
+    versions: tuple = ()
+    epoch = 0
+    _grad_out = None
+    _grads_in = None
 
     @property
     def name(self) -> str:
@@ -58,12 +164,32 @@ class Op:
         """Shapes of the arrays kept for backward (empty once the graph is released)."""
         return tuple(np.shape(a) for a in (self.saved or ()))
 
+    @property
+    def grad_out(self) -> Array | None:
+        """After ``backward(retain_graph=True)``: the gradient of this node's output."""
+        return dense(self._grad_out)
+
+    @property
+    def grads_in(self) -> tuple | None:
+        """After ``backward(retain_graph=True)``: the gradient sent to each input, as arrays in its shape."""
+        if self._grads_in is None or self.parents is None:
+            return None
+        return tuple(dense(c, p.data.dtype) for c, p in zip(self._grads_in, self.parents))
+
+    def keep_grads(self, g: Array, grads_in: list) -> None:
+        """Keep this node's gradients for drawing and a later backward (``retain_graph=True``)."""
+        self._grad_out, self._grads_in = g, grads_in
+
+    def release(self) -> None:
+        """Drop the inputs and saved arrays: frees the graph behind this node."""
+        self.saved = self.parents = None
+
     def forward(self, *args: Array, **kwargs) -> Array:  # pragma: no cover - interface
         """Compute the output from input arrays."""
         raise NotImplementedError
 
     def backward(self, g: Array) -> tuple:  # pragma: no cover - interface
-        """Map the output gradient to one gradient (or None) per input."""
+        """Map the output gradient to one gradient value (or None) per input."""
         raise NotImplementedError
 
 
@@ -93,6 +219,8 @@ class Sub(Op):
 class Mul(Op):
     """d(a*b) = (g*b, g*a)"""
 
+    saves = (0, 1)
+
     def forward(self, a, b):
         self.saved = (a, b)
         return a * b
@@ -105,19 +233,23 @@ class Mul(Op):
 class Div(Op):
     """d(a/b) = (g/b, -g*a/b^2)"""
 
+    saves = (0, 1)
+
     def forward(self, a, b):
         self.saved = (a, b)
         return a / b
 
     def backward(self, g):
         a, b = self.saved
-        ga = g / b if self.needs[0] else None
-        gb = -g * a / (b * b) if self.needs[1] else None
-        return ga, gb
+        return (g / b if self.needs[0] else None), (-g * a / (b * b) if self.needs[1] else None)
 
 
 class Pow(Op):
     """d(a**b) = (g*b*a^(b-1), g*a^b*log(a)); the second term is 0 where a == 0 and b >= 0 (as PyTorch)."""
+
+    saves_output = True
+
+    saves = (0, 1)
 
     def forward(self, a, b):
         out = a**b
@@ -126,11 +258,10 @@ class Pow(Op):
 
     def backward(self, g):
         a, b, out = self.saved
+        ga = gb = None
         with np.errstate(divide="ignore", invalid="ignore"):
-            ga = g * b * a ** (b - 1) if self.needs[0] else None
-            if ga is not None:
-                ga = np.where(b == 0, 0.0, ga).astype(ga.dtype, copy=False)
-            gb = None
+            if self.needs[0]:
+                ga = np.where(b == 0, 0.0, g * b * a ** (b - 1)).astype(out.dtype, copy=False)
             if self.needs[1]:
                 gb = np.where((a == 0) & (b >= 0), 0.0, g * out * np.log(a)).astype(out.dtype, copy=False)
         return ga, gb
@@ -139,31 +270,31 @@ class Pow(Op):
 class Maximum(Op):
     """d max(a,b) = g where a wins, split evenly on ties (as PyTorch)."""
 
+    saves = (0, 1)
+    pick = staticmethod(np.maximum)
+    wins = staticmethod(np.greater)
+
     def forward(self, a, b):
         self.saved = (a, b)
-        return np.maximum(a, b)
+        return self.pick(a, b)
 
     def backward(self, g):
         a, b = self.saved
-        wa = (a > b) + 0.5 * (a == b)
-        return g * wa.astype(g.dtype, copy=False), g * (1 - wa).astype(g.dtype, copy=False)
+        wa = (self.wins(a, b) + 0.5 * (a == b)).astype(g.dtype, copy=False)
+        return g * wa, g * (1 - wa)
 
 
-class Minimum(Op):
+class Minimum(Maximum):
     """d min(a,b) = g where a wins, split evenly on ties (as PyTorch)."""
 
-    def forward(self, a, b):
-        self.saved = (a, b)
-        return np.minimum(a, b)
-
-    def backward(self, g):
-        a, b = self.saved
-        wa = (a < b) + 0.5 * (a == b)
-        return g * wa.astype(g.dtype, copy=False), g * (1 - wa).astype(g.dtype, copy=False)
+    pick = staticmethod(np.minimum)
+    wins = staticmethod(np.less)
 
 
 class Where(Op):
-    """d where(c, a, b) = (g where c, g where not c); the condition gets no gradient."""
+    """d where(c, a, b) = (-, g where c, g where not c); the condition gets no gradient."""
+
+    saves = (0,)
 
     def forward(self, c, a, b):
         self.saved = (c,)
@@ -176,8 +307,8 @@ class Where(Op):
 
 
 def _rows(a: Array) -> Array:
-    """``a`` as a matrix of rows (leading axes folded); a 2-D array itself, so the engine can tell that two
-    weights were handed the very same gradient array."""
+    """``a`` as a matrix of rows (leading axes folded); a 2-D array itself, so that two weights handed the same
+    gradient array share its stacked copy."""
     return a if a.ndim == 2 else a.reshape(-1, a.shape[-1])
 
 
@@ -190,33 +321,24 @@ def _ones_column(n: int, dtype: np.dtype) -> Array:
 
 
 class MatMul(Op):
-    """d(a@b) = (g @ b^T, a^T @ g), with numpy's 1-D promotion rules undone."""
+    """d(a@b) = (g @ b^T, a^T @ g), with numpy's 1-D promotion rules undone; a 2-D b's term stays an ``Outer``."""
+
+    saves = (0, 1)
 
     def forward(self, a, b):
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError(f"MatMul: both operands need at least 1 dimension, got shapes {a.shape} and {b.shape}")
-        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
-            raise ValueError(
-                f"MatMul: inner dimensions differ: {a.shape} @ {b.shape} "
-                f"({a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]})"
-            )
+        k = b.shape[-2 if b.ndim > 1 else 0]
+        if a.shape[-1] != k:
+            raise ValueError(f"MatMul: inner dimensions differ: {a.shape} @ {b.shape} ({a.shape[-1]} != {k})")
         self.saved = (a, b)
         return a @ b
 
-    def outer_vjp(self, g):
-        """The VJP for a 2-D ``b`` as the factors (a, g) of a^T @ g (rows of a batched ``a`` folded)."""
-        a, b = self.saved
-        if b.ndim != 2 or a.ndim < 2 or not self.needs[1]:
-            return None
-        self.needs = (self.needs[0], False)
-        return [(1, _rows(a), _rows(g))]
-
     def backward(self, g):
         a, b = self.saved
-        if a.ndim == 2 and b.ndim == 2:  # the hot path of every layer
+        if b.ndim == 2 and a.ndim >= 2:  # every layer's case: (..., n, k) @ (k, m)
             ga = g @ b.T if self.needs[0] else None
-            gb = a.T @ g if self.needs[1] else None
-            return ga, gb
+            return ga, (Outer([(_rows(a), _rows(g))], b.shape) if self.needs[1] else None)
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         # Restore the dimensions numpy dropped; b's trailing one first, so that 1-D @ 1-D (a 0-d g) works too.
@@ -229,20 +351,19 @@ class MatMul(Op):
             ga = g @ np.swapaxes(b2, -1, -2)
             ga = ga[..., 0, :] if a.ndim == 1 else ga
         if self.needs[1]:
-            if b2.ndim == 2 and a2.ndim > 2:  # (..., n, k) @ (k, m): fold the batch into one matmul
-                gb = a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])
-            else:
-                gb = np.swapaxes(a2, -1, -2) @ g
+            gb = np.swapaxes(a2, -1, -2) @ g
             gb = gb[..., 0] if b.ndim == 1 else gb
         return ga, gb
 
 
 class Linear(Op):
-    """d(x @ w^T + b) = (g @ w, g^T @ x, g summed over x's leading axes); x is (..., in), w (out, in), b (out,)
+    """d(x @ w^T + b) = (g @ w, g^T @ x, g^T @ 1); x is (..., in), w (out, in), b (out,); w's and b's as ``Outer``.
 
     One node for a layer's affine map, as PyTorch's addmm: the recurrent cells call it twice per step, so it
     saves them a transpose node and a bias node on each call.
     """
+
+    saves = (0, 1)
 
     def forward(self, x, w, b=None):
         if x.ndim == 0 or w.ndim != 2 or x.shape[-1] != w.shape[1]:
@@ -263,28 +384,18 @@ class Linear(Op):
         # Leading axes folded into rows: one BLAS call for a whole (T, B, in) sequence, not T small ones.
         y = x @ w.T if x.ndim <= 2 else (_rows(x) @ w.T).reshape(*x.shape[:-1], w.shape[0])
         if b is not None:
-            # (in place when b's dtype is y's: np.result_type would say so too, but costs a microsecond)
-            y = np.add(y, b, out=y) if b.dtype == y.dtype else y + b
+            y = np.add(y, b, out=y) if b.dtype == y.dtype else y + b  # in place when the dtypes allow
         return y
-
-    def outer_vjp(self, g):
-        """The weight's VJP as the factors (g, x) of g^T @ x, the bias's as (g, 1) of g^T @ 1 (a column sum)."""
-        needs = self.needs
-        g2 = _rows(g)
-        out = [(1, g2, _rows(self.saved[0]))] if needs[1] else []
-        if len(needs) > 2 and needs[2]:
-            out.append((2, g2, _ones_column(g2.shape[0], g2.dtype)))
-        self.needs = (needs[0], False, False)[: len(needs)]
-        return out
 
     def backward(self, g):
         x, w = self.saved
         needs = self.needs
         g2 = _rows(g)
         gx = (g2 @ w).reshape(x.shape) if needs[0] else None
-        gw = g2.T @ _rows(x) if needs[1] else None
-        gb = g2.sum(axis=0) if len(needs) > 2 and needs[2] else None
-        return gx, gw, gb
+        gw = Outer([(g2, _rows(x))], w.shape) if needs[1] else None
+        if len(needs) == 2:
+            return gx, gw
+        return gx, gw, (Outer([(g2, _ones_column(g2.shape[0], g2.dtype))], w.shape[:1]) if needs[2] else None)
 
 
 # --------------------------------------------------------------------------------------------- unary
@@ -303,6 +414,8 @@ class Neg(Op):
 class Exp(Op):
     """d exp(x) = g*exp(x)"""
 
+    saves_output = True
+
     def forward(self, x):
         y = np.exp(x)
         self.saved = (y,)
@@ -315,6 +428,8 @@ class Exp(Op):
 class Log(Op):
     """d log(x) = g/x"""
 
+    saves = (0,)
+
     def forward(self, x):
         self.saved = (x,)
         return np.log(x)
@@ -325,6 +440,8 @@ class Log(Op):
 
 class Sqrt(Op):
     """d sqrt(x) = g/(2 sqrt(x))"""
+
+    saves_output = True
 
     def forward(self, x):
         y = np.sqrt(x)
@@ -338,6 +455,8 @@ class Sqrt(Op):
 class Abs(Op):
     """d|x| = g*sign(x) (0 at x == 0, as PyTorch)"""
 
+    saves = (0,)
+
     def forward(self, x):
         self.saved = (x,)
         return np.abs(x)
@@ -346,8 +465,36 @@ class Abs(Op):
         return (g * np.sign(self.saved[0]),)
 
 
+class Sin(Op):
+    """d sin(x) = g*cos(x)"""
+
+    saves = (0,)
+
+    def forward(self, x):
+        self.saved = (x,)
+        return np.sin(x)
+
+    def backward(self, g):
+        return (g * np.cos(self.saved[0]),)
+
+
+class Cos(Op):
+    """d cos(x) = -g*sin(x)"""
+
+    saves = (0,)
+
+    def forward(self, x):
+        self.saved = (x,)
+        return np.cos(x)
+
+    def backward(self, g):
+        return (-g * np.sin(self.saved[0]),)
+
+
 class Tanh(Op):
     """d tanh(x) = g*(1 - tanh(x)^2)"""
+
+    saves_output = True
 
     def forward(self, x):
         y = np.tanh(x)
@@ -362,25 +509,30 @@ class Tanh(Op):
         return (d,)
 
 
-def sigmoid(x: Array) -> Array:
-    """Logistic function 1/(1+exp(-x)), accurate in relative terms, with no overflow warning for any x.
+@functools.lru_cache(maxsize=8)
+def _exp_cap(dtype: np.dtype) -> float:
+    """The largest x with exp(x) finite in ``dtype`` (88.72 for float32)."""
+    return float(np.log(np.finfo(dtype).max)) * (1 - 1e-7)
 
-    Where exp(-x) overflows to inf (x below about -88 in float32) the result is 0, the value rounded: sigmoid
-    has already fallen below the dtype's smallest normal number there.
+
+def sigmoid(x: Array) -> Array:
+    """Logistic function 1/(1+exp(-x)), accurate in relative terms, with no overflow for any x.
+
+    exp(-x) is capped where it would overflow (x below about -88.7 in float32, -709.8 in float64): there the
+    result stays at sigmoid(-88.7), about 3e-39 (5e-309 in float64), a subnormal number. The cap costs one
+    pass; ``np.errstate`` would cost 2.8 us per call, more than the whole sigmoid of a (B, 4H) gate block.
     """
-    if x.dtype.kind != "f":
-        x = x.astype(np.float64)
-    e = np.negative(x)
-    if type(e) is not np.ndarray:  # a ufunc gives a scalar for 0-d input
-        e = np.asarray(e)
-    with np.errstate(over="ignore"):
-        np.exp(e, out=e)
+    e = np.asarray(np.negative(x if x.dtype.kind == "f" else x.astype(np.float64)))
+    np.minimum(e, _exp_cap(e.dtype), out=e)
+    np.exp(e, out=e)
     e += 1
     return np.divide(1, e, out=e)
 
 
 class Sigmoid(Op):
     """d sigmoid(x) = g*s*(1-s)"""
+
+    saves_output = True
 
     def forward(self, x):
         y = sigmoid(x)
@@ -398,6 +550,8 @@ class Sigmoid(Op):
 class Relu(Op):
     """d relu(x) = g*(x > 0)"""
 
+    saves_output = True
+
     def forward(self, x):
         y = np.maximum(x, 0)
         self.saved = (y,)
@@ -410,18 +564,21 @@ class Relu(Op):
 class LeakyRelu(Op):
     """d leaky_relu(x) = g where x > 0, else g*slope (slope at 0, as PyTorch)"""
 
+    saves = (0,)
+
     def forward(self, x, slope=0.01):
         self.slope = slope
         self.saved = (x,)
         return np.where(x > 0, x, x * np.asarray(slope, x.dtype))
 
     def backward(self, g):
-        x = self.saved[0]
-        return (np.where(x > 0, g, g * np.asarray(self.slope, g.dtype)),)
+        return (np.where(self.saved[0] > 0, g, g * np.asarray(self.slope, g.dtype)),)
 
 
 class PowScalar(Op):
     """d x**p = g*p*x^(p-1) (0 when p == 0)"""
+
+    saves = (0,)
 
     def forward(self, x, p=2.0):
         self.p = p
@@ -430,13 +587,13 @@ class PowScalar(Op):
 
     def backward(self, g):
         x, p = self.saved[0], self.p
-        if p == 0:
-            return (np.zeros_like(g),)
-        return (g * (p * x ** (p - 1)),)
+        return (np.zeros_like(g) if p == 0 else g * (p * x ** (p - 1)),)
 
 
 class Clip(Op):
     """d clip(x, lo, hi) = g where lo <= x <= hi, else 0 (as PyTorch's clamp)"""
+
+    saves = (0,)
 
     def forward(self, x, lo=None, hi=None):
         self.saved = (x,)
@@ -464,6 +621,16 @@ class Cast(Op):
         return (g.astype(self.in_dtype),)
 
 
+class Clone(Op):
+    """d copy(x) = g"""
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, g):
+        return (g,)
+
+
 # --------------------------------------------------------------------------------------------- reductions
 
 
@@ -471,18 +638,24 @@ def _keep(shape: tuple, axis) -> tuple:
     """The shape a reduction over ``axis`` has with keepdims=True."""
     if axis is None:
         return (1,) * len(shape)
-    axes = (axis,) if isinstance(axis, int) else axis
-    axes = {a % len(shape) for a in axes} if shape else set()
+    axes = {a % len(shape) for a in ((axis,) if isinstance(axis, int) else axis)} if shape else set()
     return tuple(1 if i in axes else s for i, s in enumerate(shape))
+
+
+def _drop(shape: tuple, axis) -> tuple:
+    """The shape a reduction over ``axis`` has with keepdims=False."""
+    if axis is None:
+        return ()
+    axes = {a % len(shape) for a in ((axis,) if isinstance(axis, int) else axis)}
+    return tuple(s for i, s in enumerate(shape) if i not in axes)
 
 
 class Sum(Op):
     """d sum(x) = g broadcast back over the reduced axes"""
 
     def forward(self, x, axis=None, keepdims=False):
-        out = np.sum(x, axis=axis, keepdims=keepdims)
         self.in_shape, self.keep = x.shape, _keep(x.shape, axis)
-        return out
+        return np.sum(x, axis=axis, keepdims=keepdims)
 
     def backward(self, g):
         return (np.broadcast_to(g.reshape(self.keep), self.in_shape),)
@@ -494,22 +667,24 @@ class Mean(Op):
     def forward(self, x, axis=None, keepdims=False):
         out = np.mean(x, axis=axis, keepdims=keepdims)
         self.in_shape, self.keep = x.shape, _keep(x.shape, axis)
-        self.n = x.size // max(out.size, 1) if x.size else 0
+        self.n = max(x.size // max(out.size, 1), 1)
         return out
 
     def backward(self, g):
-        return (np.broadcast_to(g.reshape(self.keep) / max(self.n, 1), self.in_shape),)
+        return (np.broadcast_to(g.reshape(self.keep) / self.n, self.in_shape),)
 
 
 class Max(Op):
     """d max(x) = g at the maxima, split evenly among ties (as PyTorch's amax)"""
 
+    saves_output = True
+
+    saves = (0,)
     reduce = staticmethod(np.max)
 
     def forward(self, x, axis=None, keepdims=False):
         out = self.reduce(x, axis=axis, keepdims=True)
-        self.saved = (x, out)
-        self.axis = axis
+        self.saved, self.axis = (x, out), axis
         return out if keepdims else out.reshape(_drop(x.shape, axis))
 
     def backward(self, g):
@@ -525,16 +700,10 @@ class Min(Max):
     reduce = staticmethod(np.min)
 
 
-def _drop(shape: tuple, axis) -> tuple:
-    """The shape a reduction over ``axis`` has with keepdims=False."""
-    if axis is None:
-        return ()
-    axes = {a % len(shape) for a in ((axis,) if isinstance(axis, int) else axis)}
-    return tuple(s for i, s in enumerate(shape) if i not in axes)
-
-
 class Softmax(Op):
     """d softmax(x) = y*(g - sum(g*y))"""
+
+    saves_output = True
 
     def forward(self, x, axis=-1):
         e = np.exp(x - np.max(x, axis=axis, keepdims=True))
@@ -558,18 +727,23 @@ def _logsumexp(x: Array, axis) -> Array:
 class LogSoftmax(Op):
     """d log_softmax(x) = g - softmax(x)*sum(g)"""
 
+    saves_output = True
+
     def forward(self, x, axis=-1):
         y = x - _logsumexp(x, axis)
         self.saved, self.axis = (y,), axis
         return y
 
     def backward(self, g):
-        y = self.saved[0]
-        return (g - np.exp(y) * g.sum(axis=self.axis, keepdims=True),)
+        return (g - np.exp(self.saved[0]) * g.sum(axis=self.axis, keepdims=True),)
 
 
 class LogSumExp(Op):
     """d logsumexp(x) = g*softmax(x)"""
+
+    saves_output = True
+
+    saves = (0,)
 
     def forward(self, x, axis=None, keepdims=False):
         out = _logsumexp(x, axis)
@@ -596,16 +770,17 @@ class Reshape(Op):
 
 
 class Transpose(Op):
-    """d transpose(x, axes) = g transposed by the inverse permutation"""
+    """d transpose(x, axes) = g transposed by the inverse permutation (an unevaluated ``Outer`` for 2-D)"""
 
     def forward(self, x, axes=None):
         self.axes = tuple(range(x.ndim))[::-1] if axes is None else tuple(axes)
-        self.swaps_2d = self.axes == (1, 0)
+        self.takes_lazy = self.axes == (1, 0)
         return np.transpose(x, self.axes)
 
     def backward(self, g):
-        # The inverse permutation in plain Python: np.argsort costs more than the transpose of a small g.
-        inv = [0] * len(self.axes)
+        if self.takes_lazy:
+            return (g.T,)
+        inv = [0] * len(self.axes)  # the inverse permutation (np.argsort costs more than a small g's transpose)
         for i, a in enumerate(self.axes):
             inv[a] = i
         return (np.transpose(g, inv),)
@@ -621,40 +796,31 @@ class Expand(Op):
         return (g,)
 
 
-def _is_basic(idx) -> bool:
-    """True for an index of ints, slices, None and Ellipsis only (a view: no element is picked twice)."""
-    # A plain loop on exact types first: this runs for every slice's VJP (each step of an unrolled sequence).
-    for p in idx if type(idx) is tuple else (idx,):
-        if type(p) not in _BASIC_TYPES and not isinstance(p, (int, np.integer)):
-            return False
-    return True
-
-
-_BASIC_TYPES = frozenset({int, slice, type(None), type(Ellipsis)})
-
-
 class GetItem(Op):
-    """d x[idx] = g scattered into zeros; repeated integer indices add up (np.add.at)"""
+    """d x[idx] = g scattered into zeros, as a ``SliceAdd``; repeated integer indices add up"""
 
     def forward(self, x, idx=None):
         self.in_shape, self.idx = x.shape, idx
         return x[idx]
 
     def backward(self, g):
+        return (SliceAdd(self.in_shape, self.idx, g),)
+
+
+class Gather(Op):
+    """d take_along_axis(x, index, axis) = g scatter-added into zeros at index along axis"""
+
+    def forward(self, x, index=None, axis=0):
+        self.in_shape, self.index, self.axis = x.shape, index, axis
+        return np.take_along_axis(x, index, axis=axis)
+
+    def backward(self, g):
         out = np.zeros(self.in_shape, g.dtype)
-        self.backward_into(g, out)
+        # The full index of every element of g: the gathered axis from ``index``, the others from a grid.
+        grid = list(np.indices(self.index.shape, sparse=True))
+        grid[self.axis] = self.index
+        np.add.at(out, tuple(grid), g)
         return (out,)
-
-    def backward_into(self, g, acc):
-        """Add the VJP into ``acc``, the input's gradient buffer, in place (a sparse VJP).
-
-        The engine uses this instead of ``backward`` so that T slices of one tensor (the steps of an unrolled
-        sequence, the gates of an LSTM) cost one buffer plus T slice-adds, not T full-size zero arrays.
-        """
-        if _is_basic(self.idx):
-            acc[self.idx] += g
-        else:
-            np.add.at(acc, self.idx, g)
 
 
 class Cat(Op):

@@ -14,13 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from . import ops
+from . import engine, ops
 from .engine import (  # noqa: F401 - re-exported: the public names live here too
     AnomalyError,
-    _backward,
-    _check_finite,
-    _op_counter,
-    _state,
     current_scope,
     default_dtype,
     detect_anomaly,
@@ -28,6 +24,7 @@ from .engine import (  # noqa: F401 - re-exported: the public names live here to
     fork_rng,
     get_default_dtype,
     get_rng,
+    is_grad_enabled,
     manual_seed,
     no_grad,
     scope,
@@ -41,63 +38,83 @@ from .engine import (  # noqa: F401 - re-exported: the public names live here to
 _OK_KINDS = "fiub"
 
 
-def _to_array(data: Any, dtype: Any) -> np.ndarray:
+def _to_array(data: Any, dtype: Any, copy: bool) -> np.ndarray:
     """Turn user data into an ndarray: Python floats take the default dtype, ndarrays keep theirs."""
     if isinstance(data, Tensor):
         data = data.data
-    if dtype is not None:
-        dtype = np.dtype(dtype)
+    dt = None if dtype is None else np.dtype(dtype)
     if isinstance(data, np.ndarray):
-        arr = data if dtype is None else data.astype(dtype, copy=False)
+        arr = np.array(data, dtype=dt, copy=copy or None)
+    elif type(data).__module__.startswith("torch"):
+        raise TypeError(
+            f"Tensor: got a {type(data).__module__}.{type(data).__name__}; convert it with .detach().numpy() first"
+        )
     else:
         try:
-            arr = np.asarray(data, dtype=dtype)
+            arr = np.array(data, dtype=dt)
         except (ValueError, TypeError) as e:
             raise TypeError(f"Tensor: cannot make an array from {type(data).__name__}: {e}") from None
-        if dtype is None and arr.dtype.kind == "f":
-            arr = arr.astype(_state.default_dtype, copy=False)
+        if dt is None and arr.dtype.kind == "f":
+            arr = arr.astype(engine.get_default_dtype(), copy=False)
     if arr.dtype.kind not in _OK_KINDS:
         raise TypeError(f"Tensor: data of dtype {arr.dtype} is not numeric (need float, int or bool)")
     return arr
 
 
+class RemovableHandle:
+    """What ``register_hook`` returns: ``handle.remove()`` takes the hook off again (calling it does too)."""
+
+    def __init__(self, hooks: list, fn: Callable) -> None:
+        self._hooks, self._fn = hooks, fn
+
+    def remove(self) -> None:
+        """Remove the hook (a second call does nothing)."""
+        if self._fn in self._hooks:
+            self._hooks.remove(self._fn)
+
+    __call__ = remove
+
+
 class Tensor:
     """An n-dimensional array that records the ops applied to it, so ``backward()`` can find gradients."""
 
-    __slots__ = (
-        "__weakref__",
-        "_ctx",
-        "_cut",
-        "_hooks",
-        "_retain",
-        "_version",
-        "data",
-        "grad",
-        "name",
-        "requires_grad",
-    )
+    __slots__ = ("__weakref__", "_ctx", "_cut", "_hooks", "_retain", "_vc", "data", "grad", "name", "requires_grad")
     __array_ufunc__ = None  # ndarray + Tensor defers to Tensor.__radd__ instead of looping elementwise
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None):
-        self.data = _to_array(data, dtype)
+        """A leaf tensor holding a copy of ``data`` (as ``torch.tensor``; ``Tensor.from_numpy`` shares memory)."""
+        self._init(_to_array(data, dtype, copy=True), None)
         if requires_grad and self.data.dtype.kind != "f":
             raise TypeError(f"Tensor: only floating tensors can require grad, got dtype {self.data.dtype}")
         self.requires_grad = bool(requires_grad)
-        self.grad: np.ndarray | None = None
-        self._ctx: ops.Op | None = None
         self.name = name
+
+    def _init(self, data: np.ndarray, ctx: ops.Op | None) -> None:
+        """Every field of a Tensor, set in this one place (the constructor and op outputs both come here)."""
+        self.data = data
+        self._ctx = ctx
+        self.requires_grad = ctx is not None
+        self.grad: np.ndarray | None = None
+        self.name: str | None = None
         self._retain = False
         self._hooks: list | None = None
-        self._cut = None
-        self._version = 0
+        self._cut: weakref.ref | None = None
+        self._vc: list | None = None  # the version counter, shared with detached aliases; None means version 0
 
     @staticmethod
     def _make(data: np.ndarray, ctx: ops.Op | None) -> Tensor:
-        """Fast constructor for op outputs: no validation, the data is already an ndarray."""
+        """An op's output: no validation, the data is already an ndarray."""
         t = object.__new__(Tensor)
-        t.data, t.grad, t._ctx, t.requires_grad = data, None, ctx, ctx is not None
-        t.name, t._retain, t._hooks, t._cut, t._version = None, False, None, None, 0
+        t._init(data, ctx)
         return t
+
+    @staticmethod
+    def from_numpy(a: np.ndarray, requires_grad: bool = False) -> Tensor:
+        """A leaf that shares ``a``'s memory (as ``torch.from_numpy``): writes to either show in both."""
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"from_numpy: expected an ndarray, got {type(a).__name__}")
+        t = Tensor._make(_to_array(a, None, copy=False), None)
+        return t.requires_grad_(requires_grad)
 
     # -- properties
     @property
@@ -131,6 +148,19 @@ class Tensor:
         return self._cut() if self._cut is not None else None
 
     @property
+    def _version(self) -> int:
+        """How many times this tensor's data was written in place (shared with its detached aliases)."""
+        return 0 if self._vc is None else self._vc[0]
+
+    @_version.setter
+    def _version(self, value: int) -> None:
+        engine.note_write()
+        if self._vc is None:
+            self._vc = [value]
+        else:
+            self._vc[0] = value
+
+    @property
     def T(self) -> Tensor:
         """All axes reversed (numpy's ``.T``)."""
         return self.transpose()
@@ -138,6 +168,10 @@ class Tensor:
     def numel(self) -> int:
         """Number of elements."""
         return self.data.size
+
+    def size(self, axis: int | None = None) -> tuple | int:
+        """The shape, or the length of one axis (as torch's ``size``)."""
+        return self.shape if axis is None else self.shape[self._axis("size", axis)]
 
     def __len__(self) -> int:
         if self.data.ndim == 0:
@@ -174,12 +208,20 @@ class Tensor:
     __hash__ = object.__hash__
 
     def detach(self) -> Tensor:
-        """A new leaf sharing this data, cut from the graph; it remembers the cut for graph drawings."""
+        """A new leaf sharing this data and its version counter, cut from the graph (it remembers the cut)."""
+        if self._vc is None:
+            self._vc = [0]
         t = Tensor._make(self.data, None)
-        t.name = self.name
+        t.name, t._vc = self.name, self._vc
         if self.requires_grad:
             t._cut = weakref.ref(self)
+        if self._ctx is not None and self._ctx.saves_output:
+            self._ctx.out_version = (self._vc, self._vc[0])  # writing through the alias would corrupt its VJP
         return t
+
+    def clone(self) -> Tensor:
+        """A copy of the data, in the graph (the gradient flows back unchanged)."""
+        return _apply(ops.Clone, self)
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         """Set ``requires_grad`` on a leaf in place; returns self."""
@@ -196,18 +238,17 @@ class Tensor:
             raise RuntimeError("retain_grad: this tensor does not require grad")
         self._retain = True
 
-    def register_hook(self, fn: Callable[[np.ndarray], np.ndarray | None]) -> Callable[[], None]:
-        """Call ``fn(grad)`` when this tensor's gradient is complete; a returned array replaces it.
-
-        Returns a function that removes the hook.
-        """
+    def register_hook(self, fn: Callable[[np.ndarray], Any]) -> RemovableHandle:
+        """Call ``fn(grad)`` with this tensor's complete gradient (an ndarray) during backward; an ndarray or
+        Tensor it returns replaces the gradient. Returns a handle whose ``remove()`` takes the hook off."""
         if not self.requires_grad:
             raise RuntimeError("register_hook: this tensor does not require grad")
+        if not callable(fn):
+            raise TypeError(f"register_hook: expected a callable, got {type(fn).__name__}")
         if self._hooks is None:
             self._hooks = []
         self._hooks.append(fn)
-        hooks = self._hooks
-        return lambda: hooks.remove(fn) if fn in hooks else None
+        return RemovableHandle(self._hooks, fn)
 
     def astype(self, dtype: Any) -> Tensor:
         """Cast to ``dtype``; the gradient is cast back."""
@@ -229,40 +270,60 @@ class Tensor:
         ``grad`` is the gradient of some scalar with respect to self (needed unless self has one element).
         The graph is released afterwards unless ``retain_graph=True``.
         """
-        if not self.requires_grad:
-            raise RuntimeError("backward: this tensor does not require grad and has no graph to walk")
-        if grad is None and self.data.size != 1:
-            raise RuntimeError(
-                f"backward: grad must be given for a non-scalar output of shape {self.shape} "
-                "(or reduce it to one element first, e.g. .sum())"
-            )
-        if grad is not None:
-            g = np.asarray(grad.data if isinstance(grad, Tensor) else grad)
-            if g.shape != self.shape:
-                raise ValueError(f"backward: grad of shape {g.shape} given for a tensor of shape {self.shape}")
-        backward([self], [grad], retain_graph=retain_graph)
+        backward(self, grad, retain_graph=retain_graph)
 
-    # -- in-place writes: each bumps the version, so a graph that saved the old values can tell
-    def _inplace_check(self, op: str) -> None:
-        if not _state.grad_enabled or not self.requires_grad:
-            return
-        if self._ctx is None:
+    # -- in-place writes: on the data, each bumps the version, so a graph that saved the old values can tell
+    def _write(self, op: str, fn: Callable[[np.ndarray], None], out_of_place: str) -> Tensor:
+        if self.requires_grad and engine.is_grad_enabled():
+            if self._ctx is None:
+                raise RuntimeError(
+                    f"{op}: a leaf tensor that requires grad cannot be changed in place while gradients are "
+                    "recorded (PyTorch's rule); do it inside `with no_grad():`, as an optimizer step does"
+                )
             raise RuntimeError(
-                f"{op}: a leaf tensor that requires grad cannot be changed in place while gradients are recorded; "
-                "do it inside `with no_grad():` (as an optimizer step does)"
+                f"{op}: cannot change a tensor recorded in the graph in place (its op's backward may need it); "
+                f"write it out of place: {out_of_place}"
             )
-        raise RuntimeError(f"{op}: cannot change a recorded intermediate tensor in place; use the out-of-place form")
+        if self._ctx is not None:
+            raise RuntimeError(f"{op}: cannot change a tensor recorded in the graph in place; write {out_of_place}")
+        if not self.data.flags.writeable:
+            raise ValueError(f"{op}: the tensor's data (shape {self.shape}) is a read-only array; clone() it first")
+        try:
+            fn(self.data)
+        except (ValueError, TypeError) as e:
+            kind = TypeError if isinstance(e, TypeError) else ValueError
+            raise kind(f"{op}: {e} (tensor of shape {self.shape}, dtype {self.dtype})") from None
+        self._version += 1
+        return self
+
+    def _inplace(self, op: str, ufunc: np.ufunc, x: Any, sym: str) -> Tensor:
+        other = x.data if isinstance(x, Tensor) else np.asarray(x)
+        if np.broadcast_shapes(self.shape, np.shape(other)) != self.shape:
+            raise ValueError(
+                f"{op}: an operand of shape {np.shape(other)} cannot update a tensor of shape {self.shape}"
+            )
+        return self._write(op, lambda d: ufunc(d, other, out=d, casting="same_kind"), f"x = x {sym} y")
+
+    def __iadd__(self, x: Any) -> Tensor:
+        return self._inplace("+=", np.add, x, "+")
+
+    def __isub__(self, x: Any) -> Tensor:
+        return self._inplace("-=", np.subtract, x, "-")
+
+    def __imul__(self, x: Any) -> Tensor:
+        return self._inplace("*=", np.multiply, x, "*")
+
+    def __itruediv__(self, x: Any) -> Tensor:
+        return self._inplace("/=", np.true_divide, x, "/")
 
     def copy_(self, src: Any) -> Tensor:
         """Copy ``src`` (broadcast to this shape, cast to this dtype) into this tensor's data; returns self."""
-        self._inplace_check("copy_")
         arr = src.data if isinstance(src, Tensor) else np.asarray(src)
         try:
-            np.copyto(self.data, np.broadcast_to(arr, self.shape), casting="unsafe")
+            arr = np.broadcast_to(arr, self.shape)
         except ValueError:
             raise ValueError(f"copy_: cannot copy a source of shape {arr.shape} into shape {self.shape}") from None
-        self._version += 1
-        return self
+        return self._write("copy_", lambda d: np.copyto(d, arr, casting="unsafe"), "x = src.clone()")
 
     def zero_(self) -> Tensor:
         """Set every element to 0 in place; returns self."""
@@ -270,10 +331,7 @@ class Tensor:
 
     def fill_(self, value: float) -> Tensor:
         """Set every element to ``value`` in place; returns self."""
-        self._inplace_check("fill_")
-        self.data[...] = value
-        self._version += 1
-        return self
+        return self._write("fill_", lambda d: d.fill(value), "Tensor.full_like(x, value)")
 
     # -- binary ops
     def _lift(self, x: Any) -> Tensor:
@@ -288,7 +346,7 @@ class Tensor:
                     return Tensor._make(np.asarray(x, self.data.dtype), None)
                 except OverflowError:
                     pass  # an int the tensor's dtype cannot hold: promote as a Python int does
-        return Tensor(x)
+        return Tensor._make(_to_array(x, None, copy=False), None)  # a constant operand: never written, not copied
 
     def __add__(self, x: Any) -> Tensor:
         return _apply(ops.Add, self, self._lift(x))
@@ -378,6 +436,14 @@ class Tensor:
         """Absolute value."""
         return _apply(ops.Abs, self)
 
+    def sin(self) -> Tensor:
+        """Sine."""
+        return _apply(ops.Sin, self)
+
+    def cos(self) -> Tensor:
+        """Cosine."""
+        return _apply(ops.Cos, self)
+
     def tanh(self) -> Tensor:
         """Hyperbolic tangent (one node)."""
         return _apply(ops.Tanh, self)
@@ -434,6 +500,48 @@ class Tensor:
             raise ValueError(f"min: cannot reduce an empty tensor of shape {self.shape}")
         return _apply(ops.Min, self, axis=self._axis("min", axis), keepdims=keepdims)
 
+    def var(self, axis: Any = None, ddof: int = 0, keepdims: bool = False) -> Tensor:
+        """Variance over ``axis`` with numpy's ``ddof`` (default 0, the biased estimate; torch's default is 1)."""
+        ax = self._axis("var", axis)
+        n = self.data.size if ax is None else math.prod(self.shape[a] for a in ((ax,) if isinstance(ax, int) else ax))
+        if n - ddof <= 0:
+            raise ValueError(f"var: ddof={ddof} leaves no degrees of freedom for {n} elements (shape {self.shape})")
+        d = self - self.mean(ax, keepdims=True)
+        return (d * d).sum(ax, keepdims=keepdims) / float(n - ddof)
+
+    def std(self, axis: Any = None, ddof: int = 0, keepdims: bool = False) -> Tensor:
+        """Standard deviation over ``axis``: sqrt(var) with numpy's ``ddof`` (default 0; torch's default is 1)."""
+        return self.var(axis, ddof=ddof, keepdims=keepdims).sqrt()
+
+    def _arg(self, fn: Callable, op: str, axis: int | None, keepdims: bool) -> Tensor:
+        if self.data.size == 0:
+            raise ValueError(f"{op}: cannot reduce an empty tensor of shape {self.shape}")
+        if axis is not None and not isinstance(axis, (int, np.integer)):
+            raise TypeError(f"{op}: axis must be an int or None, got {axis!r}")
+        ax = self._axis(op, axis)
+        return Tensor._make(np.asarray(fn(self.data, axis=ax, keepdims=keepdims), np.int64), None)
+
+    def argmax(self, axis: int | None = None, keepdims: bool = False) -> Tensor:
+        """Index of the maximum (of the flattened tensor when ``axis`` is None), as int64; no gradient."""
+        return self._arg(np.argmax, "argmax", axis, keepdims)
+
+    def argmin(self, axis: int | None = None, keepdims: bool = False) -> Tensor:
+        """Index of the minimum (of the flattened tensor when ``axis`` is None), as int64; no gradient."""
+        return self._arg(np.argmin, "argmin", axis, keepdims)
+
+    def topk(self, k: int, axis: int = -1, largest: bool = True, sorted: bool = True) -> tuple[Tensor, Tensor]:
+        """The ``k`` largest (or smallest) entries along ``axis``: (values with gradient, int64 indices)."""
+        if self.ndim == 0:
+            raise ValueError("topk: needs a tensor with at least one axis")
+        ax = self._axis("topk", axis) % self.ndim
+        n = self.shape[ax]
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= n:
+            raise ValueError(f"topk: k={k!r} must be an int in [0, {n}] for axis {axis} of shape {self.shape}")
+        key = -self.data if largest else self.data
+        idx = np.argsort(key, axis=ax, kind="stable")
+        idx = np.take(idx, np.arange(k), axis=ax)
+        return self.gather(ax, idx), Tensor._make(idx.astype(np.int64), None)
+
     def softmax(self, axis: int = -1) -> Tensor:
         """exp(x)/sum(exp(x)) along ``axis`` (one node, shifted by the max so it never overflows)."""
         return _apply(ops.Softmax, self, axis=self._axis("softmax", axis))
@@ -455,13 +563,26 @@ class Tensor:
         return _apply(ops.Reshape, self, shape=shape)
 
     def transpose(self, *axes: Any) -> Tensor:
-        """Permute axes (reverse them when none are given), as numpy."""
-        axes = _shape_arg(axes) if axes else None
-        if axes is not None and sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)):
-            raise ValueError(f"transpose: axes {axes} are not a permutation for a tensor of shape {self.shape}")
-        if axes is not None:
-            axes = tuple(a % self.ndim for a in axes)
+        """Two axes: swap them (as ``torch.transpose``). None: reverse all axes. Otherwise a full permutation of
+        three or more axes (as numpy's ``transpose``)."""
+        axes = _shape_arg(axes) if axes else None  # (reshape's check: ints, negative ones allowed)
+        nd = self.ndim
+        if axes is not None and len(axes) == 2:
+            a, b = (self._axis("transpose", x) % nd for x in axes)
+            perm = list(range(nd))
+            perm[a], perm[b] = perm[b], perm[a]
+            axes = tuple(perm)
+        elif axes is not None:
+            if sorted(a % max(nd, 1) for a in axes) != list(range(nd)) or any(not -nd <= a < nd for a in axes):
+                raise ValueError(f"transpose: axes {axes} are not a permutation for a tensor of shape {self.shape}")
+            axes = tuple(a % nd for a in axes)
+        if axes is not None and axes == tuple(range(nd)):
+            return self
         return _apply(ops.Transpose, self, axes=axes)
+
+    def swapaxes(self, a: int, b: int) -> Tensor:
+        """Swap two axes (numpy's ``swapaxes``, torch's ``transpose``)."""
+        return self.transpose(a, b)
 
     def permute(self, *axes: Any) -> Tensor:
         """Permute axes into the given order."""
@@ -481,6 +602,52 @@ class Tensor:
         return _apply(ops.Expand, self, shape=shape)
 
     broadcast_to = expand
+
+    def view(self, *shape: Any) -> Tensor:
+        """The same as ``reshape`` (numpy arrays have no strides to keep)."""
+        return self.reshape(*shape)
+
+    def flatten(self, start_axis: int = 0, end_axis: int = -1) -> Tensor:
+        """Merge axes ``start_axis`` .. ``end_axis`` (inclusive) into one."""
+        if self.ndim == 0:
+            return self.reshape(1)
+        a, b = self._axis("flatten", start_axis) % self.ndim, self._axis("flatten", end_axis) % self.ndim
+        if a > b:
+            raise ValueError(f"flatten: start_axis {start_axis} comes after end_axis {end_axis} for shape {self.shape}")
+        return (
+            self.reshape(*self.shape[:a], -1, *self.shape[b + 1 :])
+            if self.data.size
+            else self.reshape(*self.shape[:a], math.prod(self.shape[a : b + 1]), *self.shape[b + 1 :])
+        )
+
+    def squeeze(self, axis: Any = None) -> Tensor:
+        """Drop axes of length 1 (all of them, or those in ``axis``; as torch, a listed axis of another length
+        is left alone)."""
+        if axis is None:
+            axes = {i for i, s in enumerate(self.shape) if s == 1}
+        else:
+            ax = self._axis("squeeze", axis)
+            axes = {a % self.ndim for a in ((ax,) if isinstance(ax, int) else ax) if self.shape[a] == 1}
+        return self.reshape(*(s for i, s in enumerate(self.shape) if i not in axes))
+
+    def unsqueeze(self, axis: int) -> Tensor:
+        """Insert an axis of length 1 at ``axis`` (-1 appends one)."""
+        nd = self.ndim + 1
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -nd <= axis < nd:
+            raise ValueError(f"unsqueeze: axis {axis!r} is out of range for a tensor of shape {self.shape}")
+        a = int(axis) % nd
+        return self.reshape(*self.shape[:a], 1, *self.shape[a:])
+
+    def gather(self, axis: int, index: Any) -> Tensor:
+        """Pick entries along ``axis`` at ``index`` (an int array of this tensor's rank), as ``torch.gather`` /
+        numpy's ``take_along_axis``; the gradient scatter-adds back."""
+        idx = np.asarray(index.data if isinstance(index, Tensor) else index)
+        ax = self._axis("gather", axis) % max(self.ndim, 1)
+        if idx.dtype.kind not in "iu" or idx.ndim != self.ndim:
+            raise ValueError(f"gather: index must be an int array of rank {self.ndim}, got {idx.dtype} {idx.shape}")
+        if idx.size and (idx.min() < -self.shape[ax] or idx.max() >= self.shape[ax]):
+            raise IndexError(f"gather: index out of range for axis {ax} of length {self.shape[ax]}")
+        return _apply(ops.Gather, self, index=idx, axis=ax)
 
     def __getitem__(self, idx: Any) -> Tensor:
         return _apply(ops.GetItem, self, idx=_index_arg(idx))
@@ -513,8 +680,12 @@ class Tensor:
     # -- factories
     @staticmethod
     def _factory(data: np.ndarray, dtype: Any, requires_grad: bool, name: str | None) -> Tensor:
-        dt = np.dtype(dtype) if dtype is not None else _state.default_dtype
-        return Tensor(data.astype(dt, copy=False), requires_grad=requires_grad, name=name)
+        dt = np.dtype(dtype) if dtype is not None else engine.get_default_dtype()
+        if requires_grad and dt.kind != "f":
+            raise TypeError(f"Tensor: only floating tensors can require grad, got dtype {dt}")
+        t = Tensor._make(data.astype(dt, copy=False), None)
+        t.requires_grad, t.name = bool(requires_grad), name
+        return t
 
     @staticmethod
     def zeros(*shape: Any, dtype: Any = None, requires_grad: bool = False, name: str | None = None) -> Tensor:
@@ -536,12 +707,12 @@ class Tensor:
     @staticmethod
     def randn(*shape: Any, dtype: Any = None, requires_grad: bool = False, name: str | None = None) -> Tensor:
         """Standard normal samples (seeded by ``manual_seed``)."""
-        return Tensor._factory(_state.rng.standard_normal(_shape_arg(shape, "randn")), dtype, requires_grad, name)
+        return Tensor._factory(engine.get_rng().standard_normal(_shape_arg(shape, "randn")), dtype, requires_grad, name)
 
     @staticmethod
     def rand(*shape: Any, dtype: Any = None, requires_grad: bool = False, name: str | None = None) -> Tensor:
         """Uniform samples in [0, 1) (seeded by ``manual_seed``)."""
-        return Tensor._factory(_state.rng.random(_shape_arg(shape, "rand")), dtype, requires_grad, name)
+        return Tensor._factory(engine.get_rng().random(_shape_arg(shape, "rand")), dtype, requires_grad, name)
 
     @staticmethod
     def uniform(
@@ -553,7 +724,7 @@ class Tensor:
         name: str | None = None,
     ) -> Tensor:
         """Uniform samples in [low, high) (seeded by ``manual_seed``)."""
-        data = _state.rng.uniform(low, high, _shape_arg(shape, "uniform"))
+        data = engine.get_rng().uniform(low, high, _shape_arg(shape, "uniform"))
         return Tensor._factory(data, dtype, requires_grad, name)
 
     @staticmethod
@@ -625,60 +796,16 @@ def _index_arg(idx: Any) -> Any:
 # ------------------------------------------------------------------------------------------------ recording
 
 
-_NEEDS: dict[tuple, tuple] = {}
-_T, _TT, _TF, _FT = (True,), (True, True), (True, False), (False, True)
-
-
 def _apply(op_cls: type, *args: Tensor, **kwargs: Any) -> Tensor:
-    """Run one op forward and, when any input needs a gradient, record it as a graph node."""
-    # This runs for every op of every step, so it is written for speed: one- and two-input ops (nearly all)
-    # without list building, and one plain attribute store per line (faster than a tuple assignment).
+    """Run one op forward on the inputs' arrays; the engine records it when any input needs a gradient."""
     fn = op_cls()
-    n = len(args)
     try:
-        if n == 2:
-            out = fn.forward(args[0].data, args[1].data, **kwargs)
-        elif n == 1:
-            out = fn.forward(args[0].data, **kwargs)
-        else:
-            out = fn.forward(*[a.data for a in args], **kwargs)
+        out = fn.forward(*[a.data for a in args], **kwargs)
     except (ValueError, IndexError, TypeError) as e:
         raise _op_error(op_cls.__name__, e, args) from None
     if type(out) is not np.ndarray:  # numpy ufuncs return scalars for 0-d inputs; .data is always an array
         out = np.asarray(out)
-    state = _state
-    if state.anomaly:
-        _check_finite(out, fn.name, args)
-    t = object.__new__(Tensor)
-    t.data = out
-    t.grad = None
-    t.name = None
-    t._retain = False
-    t._hooks = None
-    t._cut = None
-    t._version = 0
-    if state.grad_enabled:
-        # ``needs`` is one shared tuple per pattern: a graph node should own as few objects as possible, as the
-        # garbage collector walks every one of them, again and again while a long unrolled graph is being built.
-        if n == 2:
-            ra, rb = args[0].requires_grad, args[1].requires_grad
-            needs = (_TT if rb else _TF) if ra else (_FT if rb else None)
-        elif n == 1:
-            needs = _T if args[0].requires_grad else None
-        else:
-            needs = tuple([a.requires_grad for a in args])
-            needs = _NEEDS.setdefault(needs, needs) if True in needs else None
-        if needs is not None:
-            fn.parents = args
-            fn.needs = needs
-            fn.scope = state.scope
-            fn.seq = next(_op_counter)  # creation order, a topological order for backward
-            t._ctx = fn
-            t.requires_grad = True
-            return t
-    t._ctx = None
-    t.requires_grad = False
-    return t
+    return Tensor._make(out, engine.record(fn, args, out))
 
 
 def _op_error(name: str, e: Exception, args: Sequence[Tensor]) -> Exception:
@@ -709,10 +836,11 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool = False)
         raise ValueError(f"backward: need one gradient per tensor, got {len(ts)} tensors and {len(gs)} gradients")
     seeds = []
     for i, (t, g) in enumerate(zip(ts, gs)):
+        which = "a tensor" if len(ts) == 1 else f"tensors[{i}]"
         if not isinstance(t, Tensor):
             raise TypeError(f"backward: tensors[{i}] must be a Tensor, got {type(t).__name__}")
         if not t.requires_grad:
-            raise RuntimeError(f"backward: tensors[{i}] does not require grad and has no graph to walk")
+            raise RuntimeError(f"backward: {which} does not require grad and has no graph to walk")
         if g is None:
             if t.data.size != 1:
                 raise RuntimeError(
@@ -723,9 +851,9 @@ def backward(tensors: Any, grad_tensors: Any = None, retain_graph: bool = False)
             continue
         arr = np.asarray(g.data if isinstance(g, Tensor) else g, dtype=t.dtype)
         if arr.shape != t.shape:
-            raise ValueError(f"backward: grad of shape {arr.shape} given for tensors[{i}] of shape {t.shape}")
+            raise ValueError(f"backward: grad of shape {arr.shape} given for {which} of shape {t.shape}")
         seeds.append(arr)
-    _backward(ts, seeds, retain_graph)
+    engine.backward(ts, seeds, retain_graph)
 
 
 def _tensors(values: Sequence[Any], op: str) -> list[Tensor]:
