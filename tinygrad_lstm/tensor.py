@@ -298,7 +298,11 @@ class Tensor:
 
     def _inplace(self, op: str, ufunc: np.ufunc, x: Any, sym: str) -> Tensor:
         other = x.data if isinstance(x, Tensor) else np.asarray(x)
-        if np.broadcast_shapes(self.shape, np.shape(other)) != self.shape:
+        try:
+            fits = np.broadcast_shapes(self.shape, other.shape) == self.shape
+        except ValueError:
+            fits = False
+        if not fits:
             raise ValueError(
                 f"{op}: an operand of shape {np.shape(other)} cannot update a tensor of shape {self.shape}"
             )
