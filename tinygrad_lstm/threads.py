@@ -1,10 +1,11 @@
 """BLAS threads: how many threads numpy's BLAS may use, and the default tinygrad_lstm sets on import.
 
-The engine's matrices are small to medium (an LSTM step is a few (B, H) x (H, 4H) products), where a BLAS thread
-hand-off costs about as much as it saves on an idle machine, and much more on a busy one: a BLAS worker thread
-that loses its core to another process spins and waits, and every product waits for it. Measured with
-``tools/bench_threads.py`` on a 2-core machine (the README's "Threads" paragraph has the numbers), one thread was
-never slower by more than a few percent on an idle machine and was up to several times faster on a loaded one.
+The engine's matrices are small to medium (an LSTM step is a few (B, H) x (H, 4H) products). On an idle machine a
+second BLAS thread saves little there (up to 11% on the char-LSTM example's step) and at most about a third at
+H = 512; on a busy one it costs far more than that: a BLAS worker thread that loses its core to another process
+spins and waits, and every product waits for it (1.4-3.5x slower medians, slowest steps up to 18x slower, with a
+busy process on each of 2 cores). The README's "Threads" paragraph has the numbers, from ``tools/bench_threads.py``.
+One thread's cost is bounded; the other's is not.
 
 So, on import, tinygrad_lstm limits numpy's BLAS to **one thread**, unless the user already chose:
 

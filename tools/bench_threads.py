@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -83,6 +84,8 @@ def busy_cores(n: int, limit_s: float) -> Iterator[None]:
     try:
         time.sleep(0.3)  # let them reach their loop
         yield
+        if any(p.poll() is not None for p in procs):
+            print(f"warning: a busy loop ended (after {limit_s:.0f} s) before the measurement: loaded times are low")
     finally:
         for p in procs:
             p.terminate()
@@ -113,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load", type=int, default=None, help="busy processes when loaded (default: one per core)")
     ap.add_argument("--no-idle", action="store_true", help="measure the loaded machine only")
     args = ap.parse_args(argv)
+    # A plain kill must still stop the busy loops (the finally in busy_cores), not leave them running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     load = cores if args.load is None else args.load
     if load < 0:
@@ -134,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             if cond == "idle":
                 results[name, cond] = measure(fn, rep, settings)
             else:
-                # Bounded: a generous multiple of what the idle run took, so the loops end even if we are killed.
-                with busy_cores(load, limit_s=120.0 if not args.quick else 10.0):
+                # Bounded, so the loops end by themselves even if this process is killed outright (SIGKILL).
+                with busy_cores(load, limit_s=600.0 if not args.quick else 30.0):
                     results[name, cond] = measure(fn, rep, settings)
     tl.set_num_threads(1)
 
