@@ -112,3 +112,21 @@ def test_bench_threads_quick_runs() -> None:
         medians = [float(c.split()[0]) for c in row.strip("|").split("|")[2:4] if c.strip()[:1].isdigit()]
         assert medians and all(m > 0 for m in medians)
     assert "load average after" in done.stdout
+
+
+def test_without_threadpoolctl_the_import_works_and_set_says_what_is_missing() -> None:
+    code = (
+        "import sys; sys.modules['threadpoolctl'] = None\n"  # makes `import threadpoolctl` fail
+        "import tinygrad_lstm as tl\n"
+        "print(tl.threads.policy())\n"
+        "try:\n    tl.set_num_threads(2)\nexcept RuntimeError as e:\n    print(e)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
+    env.pop(threads.ENV_VAR, None)
+    for v in threads.BLAS_ENV_VARS:
+        env.pop(v, None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    policy, error = done.stdout.splitlines()[:2]
+    assert policy.startswith("BLAS threads not changed") and "pip install threadpoolctl" in policy
+    assert error == "set_num_threads: needs the threadpoolctl package (pip install threadpoolctl)"

@@ -32,7 +32,11 @@ _policy = "BLAS threads not changed"
 def _blas_libraries(fn: str) -> list[dict]:
     """threadpoolctl's description of every loaded BLAS library; raises if there is none it can control."""
     import numpy  # noqa: F401  (numpy loads its BLAS; threadpoolctl only sees loaded libraries)
-    from threadpoolctl import threadpool_info
+
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # a dependency, but an environment can lack it: say how to fix it rather than crash
+        raise RuntimeError(f"{fn}: needs the threadpoolctl package (pip install threadpoolctl)") from None
 
     libs = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
     if not libs:
@@ -59,9 +63,9 @@ def set_num_threads(n: int) -> None:
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"set_num_threads: n must be an int >= 1, got {n!r}")
+    _blas_libraries("set_num_threads")
     from threadpoolctl import threadpool_limits
 
-    _blas_libraries("set_num_threads")
     # Called as a function, not as a context manager: the limit stays until the next call.
     threadpool_limits(limits=int(n), user_api="blas")
     _policy = f"BLAS limited to {int(n)} thread(s) by set_num_threads"
@@ -91,7 +95,7 @@ def apply_default() -> None:
         n, why = DEFAULT_THREADS, "tinygrad_lstm's default"
     try:
         set_num_threads(n)
-    except RuntimeError as e:  # no controllable BLAS (e.g. Apple's Accelerate): nothing to set, say so
+    except RuntimeError as e:  # no controllable BLAS (e.g. Apple's Accelerate) or no threadpoolctl: say so
         _policy = f"BLAS threads not changed: {e}"
         return
     _policy = f"BLAS limited to {n} thread(s) ({why})"
