@@ -177,7 +177,10 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         help="LSTM forget-gate bias, any finite number (default: PyTorch's init)",
     )
     parser.add_argument(
-        "--out", type=cli.output_file(".png", ".svg", ".pdf"), default="bptt.png", help="where to write the plot"
+        "--out",
+        type=cli.output_file(".png", ".svg", ".pdf"),
+        default="bptt.png",
+        help="where to write the plot (.png, .svg or .pdf)",
     )
     return parser
 
