@@ -86,7 +86,7 @@ def _graph_run(args: argparse.Namespace) -> int:
     out = args.out or cli.check_output_file(f"graph_{args.model}_{args.view}.svg")
     itemsize = np.dtype(get_default_dtype()).itemsize
     cli.check_memory(
-        cli.model_memory(args.model, args.input, args.hidden, args.steps, args.batch, itemsize),
+        cli.model_memory(args.model, args.input, args.hidden, args.steps, args.batch, itemsize, retain_graph=True),
         f"--model {args.model} --hidden {args.hidden} --input {args.input} --batch {args.batch} --steps {args.steps}",
     )
     collapse = args.collapse

@@ -183,14 +183,22 @@ _PER_STEP = {"lstm": 40, "gru": 32, "rnn": 8, "mlp": 8}
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
-def model_memory(kind: str, input_size: int, hidden: int, steps: int, batch: int, itemsize: int) -> int:
+def model_memory(
+    kind: str, input_size: int, hidden: int, steps: int, batch: int, itemsize: int, retain_graph: bool = False
+) -> int:
     """Estimated bytes for one recorded forward + backward of a one-layer ``kind`` ("lstm", "gru", "rnn",
-    "mlp") model: its weights with their gradients and optimizer-sized copies, the input, and the graph."""
+    "mlp") model: its weights with their gradients and optimizer-sized copies, the input, and the graph.
+
+    ``retain_graph=True`` (what drawing needs) also keeps every node's input gradients, among them one
+    weight-sized gradient per time step: T times the weights, which dominates for large hidden sizes.
+    """
     if kind == "mlp":
         params, steps = hidden * (input_size + 2) + 1, 1
     else:
         params = _GATES[kind] * hidden * (input_size + hidden + 2)
     graph = _PER_STEP[kind] * steps * batch * hidden + steps * batch * input_size
+    if retain_graph:
+        graph = 2 * graph + steps * params
     return int(itemsize * (4 * params + graph))
 
 
