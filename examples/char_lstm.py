@@ -10,9 +10,10 @@ clipping, truncated backpropagation through time):
 * Truncated BPTT over a long text: the text is cut into ``--batch`` parallel streams, and each stream into
   chunks of ``--bptt`` steps. The LSTM state (h, c) is CARRIED from one chunk to the next, so the network sees
   the text as one long sequence, but it is DETACHED between chunks, so the gradient flows back at most
-  ``--bptt`` steps and the graph (and memory) stays small. (``tinygrad_lstm.bptt.tbptt`` implements exactly
-  this loop, but it steps the optimizer right after ``backward()``, leaving no place to clip the gradient;
-  so the loop is written out here, where every line can be read.)
+  ``--bptt`` steps and the graph (and memory) stays small. (``tinygrad_lstm.bptt.tbptt(..., optimizer=opt,
+  max_norm=clip)`` runs this same loop, clipping the global gradient norm before every step as here; the loop
+  is written out here so that every line can be read, and so that it can keep each update's norm before
+  clipping for the picture.)
 * Gradient clipping: ``optim.clip_grad_norm_`` rescales all gradients together when their joint norm exceeds
   ``--clip``: an exploding gradient then makes a step of bounded size instead of wrecking the weights. The
   picture shows the norm before clipping at every update.
@@ -30,12 +31,6 @@ Run ``python examples/char_lstm.py --help`` for all options. Writes ``char_lstm.
 """
 
 from __future__ import annotations
-
-import os
-
-# BLAS threads pay off only for big matrices: for these small ones the hand-offs cost more than they save, and
-# far more on a busy machine. It must be set before numpy loads its BLAS; a value set by the user wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import codecs

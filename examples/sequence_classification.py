@@ -25,12 +25,6 @@ Run ``python examples/sequence_classification.py --help`` for all options. Write
 
 from __future__ import annotations
 
-import os
-
-# BLAS threads pay off only for big matrices: for these small ones the hand-offs cost more than they save, and
-# far more on a busy machine. It must be set before numpy loads its BLAS; a value set by the user wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 import argparse
 import time
 from pathlib import Path

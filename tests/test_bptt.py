@@ -615,3 +615,42 @@ def test_tbptt_clips_each_chunk_before_the_step():
     assert max(seen) <= 0.5 + 1e-6
     with pytest.raises(ValueError, match="needs an optimizer"):
         bptt.tbptt(layer, xs, ys, 4, F.mse_loss, None, max_norm=1.0)
+
+
+def test_tbptt_starts_from_zeroed_gradients_when_it_steps_the_optimizer():
+    from tinygrad_lstm import optim
+    from tinygrad_lstm.nn import functional as F
+
+    rng = _rng(21)
+    xs, ys = rng.standard_normal((8, 2, 2)), rng.standard_normal((8, 2, 3))
+    manual_seed(3)
+    with default_dtype(np.float64):
+        layer = nn.RNN(2, 3)
+        fresh = nn.RNN(2, 3)
+    fresh.load_state_dict(layer.state_dict())
+    # What the first step must see: the first chunk's gradient alone.
+    out, _ = fresh(Tensor(xs[:4]))
+    F.mse_loss(out, Tensor(ys[:4])).backward()
+    want = {n: p.grad.copy() for n, p in fresh.named_parameters()}
+
+    # An earlier backward leaves (large) gradients on the layer's parameters.
+    out, _ = layer(Tensor(xs * 100))
+    (out * out).sum().backward()
+    assert all(np.abs(p.grad).max() > 0 for p in layer.parameters())
+    seen = []
+
+    class Spy(optim.SGD):
+        def step(self):
+            seen.append({n: p.grad.copy() for n, p in layer.named_parameters()})
+            super().step()
+
+    bptt.tbptt(layer, xs, ys, 4, F.mse_loss, Spy(layer.parameters(), lr=0.1))
+    assert len(seen) == 2
+    for n in want:
+        np.testing.assert_allclose(seen[0][n], want[n], rtol=1e-12, atol=1e-15)
+
+    # Without an optimizer nothing is zeroed: the chunks' gradients add onto what .grad holds, as backward does.
+    before = {n: p.grad.copy() if p.grad is not None else 0.0 for n, p in fresh.named_parameters()}
+    bptt.tbptt(fresh, xs[:4], ys[:4], 4, F.mse_loss)
+    for n, p in fresh.named_parameters():
+        np.testing.assert_allclose(p.grad, before[n] + want[n], rtol=1e-12)

@@ -1,6 +1,6 @@
 """tinygrad_lstm: a small reverse-mode autodiff engine on numpy for studying backpropagation through time."""
 
-from . import memory
+from . import memory, threads
 from .gradcheck import GradcheckError, gradcheck
 from .io import load, save
 from .tensor import (
@@ -25,12 +25,16 @@ from .tensor import (
     unbroadcast,
     where,
 )
+from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 # Keep the memory each freed graph leaves behind for the next step, instead of page-faulting it back in (see
 # memory.py; TINYGRAD_LSTM_MALLOC=system opts out).
 memory.apply_default()
+# One BLAS thread unless the environment chose (see threads.py: thread hand-offs cost more than they save at these
+# matrix sizes, and far more on a busy machine; TINYGRAD_LSTM_NUM_THREADS=N or =blas overrides).
+threads.apply_default()
 
 __all__ = [
     "AnomalyError",
@@ -43,6 +47,7 @@ __all__ = [
     "enable_grad",
     "fork_rng",
     "get_default_dtype",
+    "get_num_threads",
     "get_rng",
     "gradcheck",
     "is_grad_enabled",
@@ -54,6 +59,7 @@ __all__ = [
     "save",
     "scope",
     "set_default_dtype",
+    "set_num_threads",
     "stack",
     "unbroadcast",
     "where",

@@ -2,6 +2,8 @@
 
 Each subcommand is one entry in ``SUBCOMMANDS``: a name, a help line, a function that adds its options to an
 argparse sub-parser and a function that runs it and returns the exit code. Adding a subcommand is one entry.
+Bad input is one line on stderr and exit status 2 for all of them: options take ``cli``'s argument types, and
+``main`` runs every subcommand through ``cli.run_guarded`` (see ``tinygrad_lstm/cli.py``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
+
+from . import cli
 
 # ------------------------------------------------------------------------------------------------ graph
 
@@ -17,15 +20,15 @@ from pathlib import Path
 def _graph_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options of ``graph``: which tiny model to unroll and how to draw it."""
     p.add_argument("--model", choices=("lstm", "gru", "rnn", "mlp"), default="lstm", help="the model to draw")
-    p.add_argument("--steps", type=int, default=3, help="time steps to unroll (recurrent models)")
-    p.add_argument("--hidden", type=int, default=4, help="hidden size")
-    p.add_argument("--input", type=int, default=3, help="input size")
-    p.add_argument("--batch", type=int, default=2, help="batch size")
+    p.add_argument("--steps", type=cli.positive_int, default=3, help="time steps to unroll (recurrent models)")
+    p.add_argument("--hidden", type=cli.positive_int, default=4, help="hidden size")
+    p.add_argument("--input", type=cli.positive_int, default=3, help="input size")
+    p.add_argument("--batch", type=cli.positive_int, default=2, help="batch size")
     p.add_argument("--view", choices=("forward", "backward"), default="forward", help="forward ops or backward VJPs")
     p.add_argument("--collapse", default=None, help="scope name (e.g. cell) or depth: draw each such cluster as a node")
     p.add_argument(
         "--show-steps",
-        type=int,
+        type=cli.nonnegative_int,
         nargs=2,
         metavar=("K1", "K2"),
         default=None,
@@ -33,8 +36,13 @@ def _graph_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     p.add_argument("--no-grads", action="store_true", help="do not show gradient norms")
     p.add_argument("--rankdir", choices=("TB", "LR", "BT", "RL"), default="TB", help="layout direction")
-    p.add_argument("--seed", type=int, default=0, help="random seed for weights and data")
-    p.add_argument("--out", default=None, help="output file (.svg or .png); default graph_<model>_<view>.svg")
+    p.add_argument("--seed", type=cli.seed, default=0, help="random seed for weights and data (an integer >= 0)")
+    p.add_argument(
+        "--out",
+        type=cli.output_file(".svg", ".png"),
+        default=None,
+        help="output file (.svg or .png); default graph_<model>_<view>.svg",
+    )
     return p
 
 
@@ -44,9 +52,6 @@ def _graph_model(args: argparse.Namespace):
 
     manual_seed(args.seed)
     n, h, b, t = args.input, args.hidden, args.batch, args.steps
-    for name, v in (("--input", n), ("--hidden", h), ("--batch", b), ("--steps", t)):
-        if v < 1:
-            raise ValueError(f"graph: {name} must be >= 1, got {v}")
 
     class Model(nn.Module):
         """The drawn model: one layer named after --model, and a squared-output loss."""
@@ -74,29 +79,32 @@ def _graph_model(args: argparse.Namespace):
 
 def _graph_run(args: argparse.Namespace) -> int:
     """Build the tiny model, run forward and backward(retain_graph=True), render, print the file's path."""
-    from . import viz
+    import numpy as np
 
-    try:
-        collapse = args.collapse
-        if collapse is not None and collapse.isdigit():
-            collapse = int(collapse)
-        x, model = _graph_model(args)
-        # forward() directly, not model(x): the container adds no scope, so clusters read lstm > t=k > cell.
-        loss = model.forward(x)
-        loss.backward(retain_graph=True)
-        out = Path(args.out or f"graph_{args.model}_{args.view}.svg")
-        path = viz.render(
-            loss,
-            path=out,
-            view=args.view,
-            collapse=collapse,
-            steps=tuple(args.show_steps) if args.show_steps else None,
-            show_grads=not args.no_grads,
-            rankdir=args.rankdir,
-        )
-    except (ValueError, TypeError, RuntimeError) as e:
-        print(f"tinygrad-lstm graph: error: {e}", file=sys.stderr)
-        return 2
+    from . import get_default_dtype, viz
+
+    out = args.out or cli.check_output_file(f"graph_{args.model}_{args.view}.svg")
+    itemsize = np.dtype(get_default_dtype()).itemsize
+    cli.check_memory(
+        cli.model_memory(args.model, args.input, args.hidden, args.steps, args.batch, itemsize, retain_graph=True),
+        f"--model {args.model} --hidden {args.hidden} --input {args.input} --batch {args.batch} --steps {args.steps}",
+    )
+    collapse = args.collapse
+    if collapse is not None and collapse.isdigit():
+        collapse = int(collapse)
+    x, model = _graph_model(args)
+    # forward() directly, not model(x): the container adds no scope, so clusters read lstm > t=k > cell.
+    loss = model.forward(x)
+    loss.backward(retain_graph=True)
+    path = viz.render(
+        loss,
+        path=out,
+        view=args.view,
+        collapse=collapse,
+        steps=tuple(args.show_steps) if args.show_steps else None,
+        show_grads=not args.no_grads,
+        rankdir=args.rankdir,
+    )
     print(path)
     return 0
 
@@ -121,9 +129,11 @@ def _bptt_run(args: argparse.Namespace) -> int:
 
 def _demo_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options of ``demo``: where to write, and a quick mode for smoke tests."""
-    p.add_argument("--out", default="tinygrad_lstm_demo", help="output folder (default ./tinygrad_lstm_demo)")
+    p.add_argument(
+        "--out", type=cli.output_dir, default="tinygrad_lstm_demo", help="output folder (default ./tinygrad_lstm_demo)"
+    )
     p.add_argument("--quick", action="store_true", help="a few seconds: tiny training, short sequences")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=cli.seed, default=0, help="random seed (an integer >= 0)")
     return p
 
 
@@ -157,15 +167,13 @@ SUBCOMMANDS: list[Subcommand] = [
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-parser per entry of ``SUBCOMMANDS``."""
-    parser = argparse.ArgumentParser(
-        prog="tinygrad-lstm", description="tinygrad_lstm: study backpropagation through time"
-    )
+    parser = cli.ArgumentParser(prog=cli.PROG, description="tinygrad_lstm: study backpropagation through time")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, help_text, add_arguments, run in SUBCOMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(p)
-        p.set_defaults(_run=run)
+        p.set_defaults(_run=run, _command=name)
     return parser
 
 
@@ -176,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as e:  # argparse exits on --help and on bad arguments: report that as a return code
         return int(e.code) if isinstance(e.code, int) else 2
-    return int(args._run(args))
+    # One error handler for every subcommand: bad input is one line on stderr and exit status 2 (cli.py).
+    return cli.run_guarded(args._command, args._run, args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ Contestants, all computing the same function from the same weights (checked: the
 
 Every repeat runs each contestant once, in a rotating order, so that a change in machine load hits all of them
 alike; the table reports the median over repeats in milliseconds, and ratios. torch gets as many threads as
-numpy's BLAS has (``--threads N`` sets both).
+numpy's BLAS has (``--threads N`` sets both; without it, tinygrad_lstm's import-time default of one BLAS thread
+applies, see ``tinygrad_lstm/threads.py``).
 
     python tools/bench_lstm.py            # the three sizes of issue 3
     python tools/bench_lstm.py --quick    # tiny sizes, a few repeats: a smoke test (used by the test suite)
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (a smoke test)")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per size (default: 100/30/7, quick: 5)")
-    ap.add_argument("--threads", type=int, default=None, help="BLAS and torch threads (default: numpy's)")
+    ap.add_argument("--threads", type=int, default=None, help="BLAS and torch threads (default: tinygrad_lstm's, one)")
     ap.add_argument(
         "--sizes",
         nargs="+",

@@ -6,13 +6,16 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..io import atomic_path
 from ..nn.rnn import STEP_OBSERVERS
 from ..tensor import Tensor
+
+if TYPE_CHECKING:  # matplotlib is imported only when something is plotted
+    from matplotlib.figure import Figure
 
 GATE_NAMES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn": ()}
 CELL_KINDS = ("rnn", "lstm", "gru")
@@ -341,21 +344,31 @@ class Recording:
         return Path(path)
 
     def plot(
-        self, path: str | os.PathLike, layer: int = 0, direction: int = 0, *, module: Any = None, run: int = -1
-    ) -> Path:
-        """A PNG: gradient norm vs t (log) for every recorded layer/direction, a units x time heatmap of
-        |dL/dh_t| (mean over the batch), gate saturation, and the forget-gate product; returns the path."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        self,
+        path: str | os.PathLike | None = None,
+        layer: int = 0,
+        direction: int = 0,
+        *,
+        module: Any = None,
+        run: int = -1,
+    ) -> Figure | Path:
+        """Gradient norm vs t (log) for every recorded layer/direction, a units x time heatmap of |dL/dh_t|
+        (mean over the batch), gate saturation, and the forget-gate product.
+
+        Without ``path``, returns the matplotlib ``Figure`` (a notebook shows it inline); with a path, writes
+        it atomically (PNG, or SVG/PDF from the suffix) and returns the path.
+        """
         from matplotlib.colors import LogNorm
-        from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
 
+        from .figures import check_path, finish, new_figure
+
+        check_path(path, "Recording.plot")
         sel = {"layer": layer, "direction": direction, "module": module, "run": run}
         stream = self._stream(layer, direction, module)
         heat = np.abs(self.grads("h", **sel).astype(np.float64)).mean(axis=1).T  # (H, T)
 
-        fig = Figure(figsize=(13, 8.5), layout="constrained")
-        FigureCanvasAgg(fig)
+        fig = new_figure((13, 8.5))
         axes = fig.subplots(2, 2)
         fig.suptitle(f"BPTT recording: {stream.label()}", fontsize=12)
 
@@ -445,9 +458,9 @@ class Recording:
         ax.set_xlabel("time step t")
         ax.grid(True, alpha=0.3)
 
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-        return Path(path)
+        for ax in axes.flat:  # time steps are whole numbers, however few there are
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        return finish(fig, path, "Recording.plot")
 
 
 @contextmanager

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..io import atomic_path
 from ..nn.module import Module
 from ..tensor import Tensor, default_dtype, fork_rng
 from .recording import CELL_KINDS, record
+
+if TYPE_CHECKING:  # matplotlib is imported only when something is plotted
+    from matplotlib.figure import Figure
 
 
 def _task(task: str, steps: int, batch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -77,14 +78,19 @@ def compare_cells(
     batch: int = 16,
     seed: int = 0,
     forget_bias: float | None = None,
-    path: str | os.PathLike | None = "bptt.png",
+    path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Gradient norm through time for each cell type on the same inputs; a table and (if ``path``) a plot.
+    """Gradient norm through time for each cell type on the same inputs: a table and a plot.
 
     Every cell gets the same task batch (drawn from ``seed``) and the same seed for its initialization.
     ``forget_bias`` (LSTM only) sets the forget gate's total bias; None keeps PyTorch's initialization.
-    Returns ``{"norms": {cell: (T,) array}, "table": str, "path": Path or None}``.
+    Returns ``{"norms": {cell: (T,) array}, "table": str, "figure": Figure, "path": Path or None}``: the plot
+    (``plot_gradient_flow``) is always in ``figure`` (a notebook shows it inline) and is also written to
+    ``path`` unless that is None.
     """
+    from .figures import check_path
+
+    check_path(path, "compare_cells")
     cells = [c.strip().lower() for c in cells if c.strip()]
     if not cells:
         raise ValueError("bptt: give at least one cell (rnn, lstm, gru)")
@@ -94,16 +100,23 @@ def compare_cells(
     for name, v in (("steps", steps), ("hidden", hidden), ("batch", batch)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"bptt: {name} must be a positive int, got {v!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"bptt: seed must be an int >= 0, got {seed!r}")
+    if forget_bias is not None and not (isinstance(forget_bias, (int, float, np.number)) and np.isfinite(forget_bias)):
+        raise ValueError(f"bptt: forget_bias must be a finite number or None, got {forget_bias!r}")
     xs, target = _task(task, steps, batch, np.random.default_rng(seed))
     norms = {c: measure_gradient_flow(c, xs, target, hidden, seed, forget_bias) for c in cells}
     table = format_table(norms)
+    title = f"{task} task, T={steps}, hidden={hidden}, batch={batch}" + (
+        f", LSTM forget bias {forget_bias:g}" if forget_bias is not None and "lstm" in cells else ""
+    )
+    figure = plot_gradient_flow(norms, title=title)
     written = None
     if path is not None:
-        title = f"{task} task, T={steps}, hidden={hidden}, batch={batch}" + (
-            f", LSTM forget bias {forget_bias:g}" if forget_bias is not None and "lstm" in cells else ""
-        )
-        written = plot_gradient_flow(norms, path, title=title)
-    return {"norms": norms, "table": table, "path": written}
+        from .figures import finish
+
+        written = finish(figure, path, "compare_cells")
+    return {"norms": norms, "table": table, "figure": figure, "path": written}
 
 
 def format_table(norms: dict[str, np.ndarray]) -> str:
@@ -118,13 +131,20 @@ def format_table(norms: dict[str, np.ndarray]) -> str:
     return "\n".join(rows)
 
 
-def plot_gradient_flow(norms: dict[str, np.ndarray], path: str | os.PathLike, title: str = "") -> Path:
-    """One curve per cell of ||dL/dh_t|| against t on a log scale; written atomically as PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def plot_gradient_flow(
+    norms: dict[str, np.ndarray], path: str | os.PathLike | None = None, title: str = ""
+) -> Figure | Path:
+    """One curve per cell of ||dL/dh_t|| against t on a log scale.
 
-    fig = Figure(figsize=(9, 5.5), layout="constrained")
-    FigureCanvasAgg(fig)
+    Without ``path``, returns the matplotlib ``Figure`` (a notebook shows it inline); with a path, writes it
+    atomically (PNG, or SVG/PDF from the suffix) and returns the path.
+    """
+    from .figures import check_path, finish, new_figure
+
+    check_path(path, "plot_gradient_flow")
+    if not isinstance(norms, dict) or not norms:
+        raise ValueError(f"plot_gradient_flow: norms must be a non-empty dict label -> (T,) array, got {norms!r:.50}")
+    fig = new_figure((9, 5.5))
     ax = fig.subplots()
     for cell, n in norms.items():
         label = cell.upper() if cell in CELL_KINDS else cell  # "lstm" -> "LSTM"; a caller's own label as is
@@ -135,43 +155,65 @@ def plot_gradient_flow(norms: dict[str, np.ndarray], path: str | os.PathLike, ti
     ax.set_title("gradient norm through time" + (f"\n{title}" if title else ""))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return Path(path)
+    return finish(fig, path, "plot_gradient_flow")
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``python -m tinygrad_lstm bptt`` (added to ``parser``, which is returned)."""
+    from .. import cli
+
     parser.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated cell types (rnn, lstm, gru)")
-    parser.add_argument("--steps", type=int, default=100, help="sequence length T")
+    parser.add_argument("--steps", type=cli.positive_int, default=100, help="sequence length T")
     parser.add_argument("--task", choices=("adding", "sine"), default="adding", help="input sequences")
-    parser.add_argument("--hidden", type=int, default=32, help="hidden units")
-    parser.add_argument("--batch", type=int, default=16, help="sequences in the batch")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the inputs and of every cell's weights")
+    parser.add_argument("--hidden", type=cli.positive_int, default=32, help="hidden units")
+    parser.add_argument("--batch", type=cli.positive_int, default=16, help="sequences in the batch")
     parser.add_argument(
-        "--forget-bias", type=float, default=None, help="LSTM forget-gate bias (default: PyTorch's init)"
+        "--seed", type=cli.seed, default=0, help="seed of the inputs and of every cell's weights (an integer >= 0)"
     )
-    parser.add_argument("--out", default="bptt.png", help="where to write the plot (PNG)")
+    parser.add_argument(
+        "--forget-bias",
+        type=cli.finite_float,
+        default=None,
+        help="LSTM forget-gate bias, any finite number (default: PyTorch's init)",
+    )
+    parser.add_argument(
+        "--out",
+        type=cli.output_file(".png", ".svg", ".pdf"),
+        default="bptt.png",
+        help="where to write the plot (.png, .svg or .pdf)",
+    )
     return parser
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """Run the ``bptt`` subcommand: print the table, write the plot; 0 on success, 2 on a bad argument."""
-    try:
-        res = compare_cells(
-            args.cells.split(","),
-            steps=args.steps,
-            task=args.task,
-            hidden=args.hidden,
-            batch=args.batch,
-            seed=args.seed,
-            forget_bias=args.forget_bias,
-            path=args.out,
-        )
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _run_cli(args: argparse.Namespace) -> int:
+    from .. import cli
+
+    cells = [c.strip().lower() for c in args.cells.split(",") if c.strip()]
+    input_size = 2 if args.task == "adding" else 1
+    need = max(
+        (cli.model_memory(c, input_size, args.hidden, args.steps, args.batch, 8) for c in cells if c in CELL_KINDS),
+        default=0,
+    )
+    cli.check_memory(need, f"--hidden {args.hidden} --steps {args.steps} --batch {args.batch}")
+    res = compare_cells(
+        cells,
+        steps=args.steps,
+        task=args.task,
+        hidden=args.hidden,
+        batch=args.batch,
+        seed=args.seed,
+        forget_bias=args.forget_bias,
+        path=args.out,
+    )
     print(f"||dL/dh_t|| through time, {args.task} task, T={args.steps} (loss on the last step's output)")
     print(res["table"])
     print(f"wrote {res['path']}")
     return 0
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run the ``bptt`` subcommand: print the table, write the plot; 0 on success, 2 on bad input (one line on
+    stderr, see ``tinygrad_lstm.cli``)."""
+    from .. import cli
+
+    return cli.run_guarded("bptt", _run_cli, args)

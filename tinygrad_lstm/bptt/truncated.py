@@ -38,10 +38,15 @@ def tbptt(
     ``model(x_chunk, state) -> (out, state)`` as the RNN/LSTM/GRU layers; ``loss_fn(out, y_chunk)`` returns a
     scalar Tensor. ``xs`` and ``ys`` (Tensor or ndarray; ``ys`` may be None) are cut along the time axis (0,
     or 1 for a model with ``batch_first=True``; ``time_axis`` overrides). The state is detached between chunks,
-    so no gradient crosses a chunk boundary; the last chunk is shorter when k does not divide T. With an
-    ``optimizer`` each chunk does ``backward(); optimizer.step(); optimizer.zero_grad()``; with None the
-    gradients of all chunks just accumulate. ``max_norm`` clips the optimizer's gradients to that global norm
-    before each step (``clip_grad_norm_``). Returns the chunks' losses and the final, detached state.
+    so no gradient crosses a chunk boundary; the last chunk is shorter when k does not divide T.
+
+    With an ``optimizer``, tbptt owns the update loop: it starts with ``optimizer.zero_grad()`` (so gradients
+    left by an earlier ``backward()`` never leak into the first step), and each chunk then does ``backward()``;
+    ``clip_grad_norm_(params, max_norm)`` if ``max_norm`` is given (the global norm of all the optimizer's
+    gradients, clipped before every step, as the README's training loop does); ``optimizer.step()``;
+    ``optimizer.zero_grad()``. With ``optimizer=None`` nothing is zeroed or stepped: the gradients of all chunks
+    add up onto whatever ``.grad`` already holds, as ``backward()`` does. Returns the chunks' losses and the
+    final, detached state.
     """
     fn = "tbptt"
     if max_norm is not None and optimizer is None:
@@ -63,6 +68,8 @@ def tbptt(
     lead = (slice(None),) * axis
     losses: list[float] = []
     state = _detach_state(state, fn)
+    if optimizer is not None:
+        optimizer.zero_grad()  # each step sees exactly its own chunk's gradient, the first one too
     for i, start in enumerate(range(0, T, int(k))):
         sl = (*lead, slice(start, min(start + int(k), T)))
         result = model(X[sl], state)
