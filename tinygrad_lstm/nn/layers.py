@@ -49,8 +49,7 @@ class Linear(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the affine map to the last axis."""
-        if not isinstance(x, Tensor):
-            x = Tensor(x)
+        x = F._tensor(x, "Linear", "input")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear: input shape {x.shape} does not end in in_features={self.in_features}")
         return F.linear(x, self.weight, self.bias)
@@ -175,8 +174,7 @@ class BatchNorm1d(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalize each channel (axis 1)."""
-        if not isinstance(x, Tensor):
-            x = Tensor(x)
+        x = F._tensor(x, "BatchNorm1d", "input")
         if x.ndim not in (2, 3) or x.shape[1] != self.num_features:
             raise ValueError(
                 f"BatchNorm1d: expected input of shape (N, {self.num_features}) or (N, {self.num_features}, L), "
@@ -273,6 +271,7 @@ class Flatten(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Reshape with the chosen axes merged."""
+        x = F._tensor(x, "Flatten", "input")
         nd = max(x.ndim, 1)
         s, e = self.start_dim, self.end_dim
         if not (-nd <= s < nd and -nd <= e < nd):
@@ -357,6 +356,7 @@ class Softmax(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """softmax(x, dim)."""
+        x = F._tensor(x, "Softmax", "input")
         dim = self.dim if self.dim is not None else _implicit_dim("Softmax", x.ndim)
         return F.softmax(x, dim)
 
@@ -372,6 +372,7 @@ class LogSoftmax(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """log_softmax(x, dim)."""
+        x = F._tensor(x, "LogSoftmax", "input")
         dim = self.dim if self.dim is not None else _implicit_dim("LogSoftmax", x.ndim)
         return F.log_softmax(x, dim)
 
