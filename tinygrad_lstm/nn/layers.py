@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -263,6 +263,224 @@ class Sequential(Module):
         return x
 
 
+def _check_module(owner: str, name: str, m: Any) -> Module:
+    if not isinstance(m, Module):
+        raise TypeError(f"{owner}: entry {name} is a {type(m).__name__}, not a Module")
+    return m
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters belong to the owner: children named "0", "1", ... as PyTorch.
+
+    Indexing, ``len``, iteration, ``append``, ``extend``, ``insert``, ``+=``, item assignment and ``del`` work
+    as on a list (names are renumbered after ``insert`` and ``del``, as PyTorch). It has no ``forward``.
+    """
+
+    def __init__(self, modules: Iterable[Module] | None = None) -> None:
+        object.__setattr__(self, "_items", [])
+        if modules is not None:
+            self.extend(modules)
+
+    def _set_scope_name(self, name: str) -> None:
+        super()._set_scope_name(name)
+        self._renumber()
+
+    def _renumber(self) -> None:
+        # An item is called directly (self.layers[0](x)), not through the list: its scope carries the full name.
+        prefix = self.__dict__.get("_scope_name")
+        for i, m in enumerate(self._items):
+            object.__setattr__(m, "_scope_name", f"{prefix}.{i}" if prefix else str(i))
+
+    def _index(self, i: Any) -> int:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"ModuleList: indices must be integers or slices, got {type(i).__name__}")
+        n = len(self._items)
+        if not -n <= i < n:
+            raise IndexError(f"ModuleList: index {i} is out of range for {n} modules")
+        return int(i) % n
+
+    def _named_members(self) -> Iterator[tuple[str, Any]]:
+        return ((str(i), m) for i, m in enumerate(self._items))
+
+    def append(self, module: Module) -> ModuleList:
+        """Add a module at the end; returns self."""
+        self._items.append(_check_module("ModuleList", str(len(self._items)), module))
+        self._renumber()
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> ModuleList:
+        """Append every module of an iterable; returns self."""
+        try:
+            items = list(modules)
+        except TypeError:
+            raise TypeError(f"ModuleList: expected an iterable of Modules, got a {type(modules).__name__}") from None
+        for m in items:
+            self.append(m)
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        """Insert a module before ``index``."""
+        self._items.insert(int(index), _check_module("ModuleList", str(index), module))
+        self._renumber()
+
+    def __iadd__(self, modules: Iterable[Module]) -> ModuleList:
+        return self.extend(modules)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(list(self._items))
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return ModuleList(self._items[i])
+        return self._items[self._index(i)]
+
+    def __setitem__(self, i: int, module: Module) -> None:
+        self._items[self._index(i)] = _check_module("ModuleList", str(i), module)
+        self._renumber()
+
+    def __delitem__(self, i: int | slice) -> None:
+        if isinstance(i, slice):
+            del self._items[i]
+        else:
+            del self._items[self._index(i)]
+        self._renumber()
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Not defined: call the items (as PyTorch, a ModuleList is a container, not a layer)."""
+        raise NotImplementedError("ModuleList has no forward(): iterate over it and call its modules")
+
+
+class ModuleDict(Module):
+    """An ordered dict of modules whose parameters belong to the owner: children named by their keys.
+
+    ``d[key]``, ``d[key] = m``, ``del d[key]``, ``in``, ``len``, iteration over keys, ``keys``, ``values``,
+    ``items``, ``update``, ``pop`` and ``clear`` work as on a dict. It has no ``forward``.
+    """
+
+    def __init__(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]] | None = None) -> None:
+        object.__setattr__(self, "_items", {})
+        if modules is not None:
+            self.update(modules)
+
+    def _set_scope_name(self, name: str) -> None:
+        super()._set_scope_name(name)
+        for k, m in self._items.items():
+            object.__setattr__(m, "_scope_name", f"{name}.{k}")
+
+    def _named_members(self) -> Iterator[tuple[str, Any]]:
+        return iter(list(self._items.items()))
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        if not isinstance(key, str) or "." in key or key == "":
+            raise KeyError(f"ModuleDict: a key must be a non-empty string without '.', got {key!r}")
+        self._items[key] = _check_module("ModuleDict", repr(key), module)
+        prefix = self.__dict__.get("_scope_name")
+        object.__setattr__(module, "_scope_name", f"{prefix}.{key}" if prefix else key)
+
+    def __getitem__(self, key: str) -> Module:
+        if key not in self._items:
+            raise KeyError(f"ModuleDict: no module {key!r}; keys are {list(self._items)}")
+        return self._items[key]
+
+    def __delitem__(self, key: str) -> None:
+        self.pop(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._items))
+
+    def keys(self) -> list[str]:
+        """The keys, in insertion order."""
+        return list(self._items)
+
+    def values(self) -> list[Module]:
+        """The modules, in insertion order."""
+        return list(self._items.values())
+
+    def items(self) -> list[tuple[str, Module]]:
+        """(key, module) pairs, in insertion order."""
+        return list(self._items.items())
+
+    def update(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]]) -> None:
+        """Add or replace modules from a mapping or an iterable of (key, module) pairs."""
+        pairs = modules.items() if isinstance(modules, (Mapping, ModuleDict)) else modules
+        for pair in pairs:
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"ModuleDict.update: expected (key, module) pairs, got {pair!r}")
+            self[pair[0]] = pair[1]
+
+    def pop(self, key: str) -> Module:
+        """Remove ``key`` and return its module."""
+        m = self[key]
+        del self._items[key]
+        return m
+
+    def clear(self) -> None:
+        """Remove every module."""
+        self._items.clear()
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Not defined: call the items (as PyTorch, a ModuleDict is a container, not a layer)."""
+        raise NotImplementedError("ModuleDict has no forward(): call its modules by key")
+
+
+class LayerNorm(Module):
+    """Layer normalization over the trailing ``normalized_shape`` axes, PyTorch's ``nn.LayerNorm``.
+
+    y = (x - mean) / sqrt(var + eps) * weight + bias, with the mean and the biased variance over the last
+    ``len(normalized_shape)`` axes of each sample; ``weight`` (ones) and ``bias`` (zeros) have shape
+    ``normalized_shape`` when ``elementwise_affine`` (``bias=False`` drops the bias). Built from Tensor ops.
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | Iterable[int],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        dtype: Any = None,
+    ) -> None:
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+        if not shape or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in shape):
+            raise ValueError(f"LayerNorm: normalized_shape must be positive ints, got {normalized_shape!r}")
+        if not eps >= 0:
+            raise ValueError(f"LayerNorm: eps must be >= 0, got {eps!r}")
+        self.normalized_shape = tuple(int(n) for n in shape)
+        self.eps, self.elementwise_affine = float(eps), bool(elementwise_affine)
+        dt = _dtype(dtype)
+        self.weight = Parameter(np.ones(self.normalized_shape, dt)) if elementwise_affine else None
+        self.bias = Parameter(np.zeros(self.normalized_shape, dt)) if elementwise_affine and bias else None
+
+    def forward(self, x: Any) -> Tensor:
+        """Normalize each sample over the trailing axes."""
+        x = F._tensor(x, "LayerNorm", "input")
+        k = len(self.normalized_shape)
+        if x.shape[x.ndim - k :] != self.normalized_shape or x.ndim < k:
+            raise ValueError(
+                f"LayerNorm: input shape {x.shape} does not end in normalized_shape={self.normalized_shape}"
+            )
+        axes = tuple(range(x.ndim - k, x.ndim))
+        centered = x - x.mean(axis=axes, keepdims=True)
+        var = (centered * centered).mean(axis=axes, keepdims=True)
+        out = centered / (var + self.eps).sqrt()
+        if self.weight is not None:
+            out = out * self.weight
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
 class Flatten(Module):
     """Flatten axes ``start_dim`` .. ``end_dim`` into one (by default all but the batch axis)."""
 
@@ -289,7 +507,10 @@ class Flatten(Module):
 
 
 class Identity(Module):
-    """Returns its input unchanged."""
+    """Returns its input unchanged; constructor arguments are accepted and ignored, as PyTorch's."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
     def forward(self, x: Any) -> Any:
         """The input itself."""
