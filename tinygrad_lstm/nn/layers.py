@@ -126,6 +126,7 @@ class Dropout(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Drop and rescale (training) or pass through (eval)."""
+        x = F._tensor(x, "Dropout", "input")
         return F.dropout(x, self.p, self.training)
 
     def extra_repr(self) -> str:
@@ -522,6 +523,7 @@ class Sigmoid(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """sigmoid(x)."""
+        x = F._tensor(x, "Sigmoid", "input")
         return F.sigmoid(x)
 
 
@@ -530,6 +532,7 @@ class Tanh(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """tanh(x)."""
+        x = F._tensor(x, "Tanh", "input")
         return F.tanh(x)
 
 
@@ -538,6 +541,7 @@ class ReLU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """relu(x)."""
+        x = F._tensor(x, "ReLU", "input")
         return F.relu(x)
 
 
@@ -549,6 +553,7 @@ class LeakyReLU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """leaky_relu(x)."""
+        x = F._tensor(x, "LeakyReLU", "input")
         return F.leaky_relu(x, self.negative_slope)
 
     def extra_repr(self) -> str:
@@ -560,6 +565,7 @@ class Hardsigmoid(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """hard_sigmoid(x)."""
+        x = F._tensor(x, "Hardsigmoid", "input")
         return F.hard_sigmoid(x)
 
 
