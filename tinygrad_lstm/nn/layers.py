@@ -235,7 +235,7 @@ class Sequential(Module):
             raise TypeError(f"Sequential: entry {name} is a {type(m).__name__}, not a Module")
         if "." in name or name == "":
             raise ValueError(f"Sequential: invalid module name {name!r}")
-        object.__setattr__(m, "_scope_name", name)
+        m._set_scope_name(name)
         self._layers.append((name, m))
 
     def append(self, module: Module) -> Sequential:

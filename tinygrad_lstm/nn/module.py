@@ -71,7 +71,7 @@ class Module:
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for k, v in items:
                 if isinstance(v, Module):
-                    object.__setattr__(v, "_scope_name", f"{key}.{k}")
+                    v._set_scope_name(f"{key}.{k}")
         object.__setattr__(self, key, value)
 
     def _set_scope_name(self, name: str) -> None:

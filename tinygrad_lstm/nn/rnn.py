@@ -571,10 +571,11 @@ class _RNNBase(_Recurrent):
             if x.ndim not in (2, 3):
                 raise ValueError(f"{owner}: expected a 2-D (unbatched) or 3-D input, got shape {x.shape}")
             batched, sizes, order, unorder = x.ndim == 3, None, None, None
+            shape = x.shape
             if batched and self.batch_first:
                 x = x.transpose(1, 0, 2)
             if x.shape[0] == 0:
-                raise ValueError(f"{owner}: the input sequence is empty (shape {tuple(input.shape)})")
+                raise ValueError(f"{owner}: the input sequence is empty (shape {shape})")
             B = x.shape[1] if batched else None
         if x.shape[-1] != self.input_size:
             raise ValueError(f"{owner}: input has {x.shape[-1]} features, expected input_size={self.input_size}")
