@@ -401,8 +401,8 @@ def test_activation_and_argument_errors():
         m(Tensor(np.zeros((0, 1, 2), np.float32)))
     with pytest.raises(ValueError, match=r"h must have shape \(2, 3\)"):
         GRUCell(2, 3)(Tensor(np.zeros((2, 2), np.float32)), Tensor(np.zeros((3,), np.float32)))
-    with pytest.raises(TypeError, match="must be a Tensor"):
-        RNNCell(2, 3)([1.0, 2.0])
+    with pytest.raises(TypeError, match="RNNCell: input must be a Tensor, ndarray or torch tensor, got str"):
+        RNNCell(2, 3)("ab")
 
 
 # ------------------------------------------------------------------------------------------- hand-derived BPTT

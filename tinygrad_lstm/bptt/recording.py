@@ -32,10 +32,29 @@ class NotRecordedError(KeyError, ValueError):
 class _Step:
     """One observed step: the state tensors (kept, so their retained ``.grad`` can be read) and gate arrays."""
 
-    __slots__ = ("c", "gates", "h", "seq", "t")
+    __slots__ = ("batch", "c", "gates", "h", "rows", "seq", "t")
 
-    def __init__(self, t: int, seq: int, h: Tensor, c: Tensor | None, gates: dict[str, np.ndarray]) -> None:
+    def __init__(
+        self,
+        t: int,
+        seq: int,
+        h: Tensor,
+        c: Tensor | None,
+        gates: dict[str, np.ndarray],
+        rows: np.ndarray | None = None,
+        batch: int | None = None,
+    ) -> None:
         self.t, self.seq, self.h, self.c, self.gates = t, seq, h, c, gates
+        self.rows, self.batch = rows, batch  # packed input: which sequences of a batch of `batch` had this step
+
+    def full(self, a: np.ndarray, fill: float) -> np.ndarray:
+        """One of this step's arrays as (B, H) in the caller's batch order; sequences without the step: ``fill``."""
+        a = _as_batched(a)
+        if self.rows is None:
+            return a
+        out = np.full((self.batch, *a.shape[1:]), fill, a.dtype)
+        out[self.rows] = a
+        return out
 
 
 class _Stream:
@@ -66,6 +85,9 @@ class Recording:
     inside one recording (several forward passes, TBPTT chunks) has several *runs*: ``run=-1`` (default) is the
     latest, ``run=i`` the i-th, ``run=None`` all runs concatenated along time. A bare cell numbers its calls
     0, 1, 2, ... and so forms one run. Arrays are (T, B, H); an unbatched (H,) state counts as B = 1.
+    A packed (variable-length) batch records only the real steps of each sequence: in the (T, B, H) arrays, the
+    steps a sequence does not have are NaN for states and gates and 0 for gradients (nothing flowed there), and
+    ``saturation`` / ``forget_product`` average over the real steps only.
     """
 
     def __init__(self) -> None:
@@ -91,7 +113,8 @@ class Recording:
             if s is not None and s.requires_grad:
                 s.retain_grad()
         gates = {k: _as_batched(v.data) for k, v in (rec.gates or {}).items()}
-        stream.runs[-1][t] = _Step(t, self._seq, rec.h, rec.c, gates)
+        rows = getattr(rec, "rows", None)
+        stream.runs[-1][t] = _Step(t, self._seq, rec.h, rec.c, gates, rows, getattr(rec, "batch_size", None))
         self._seq += 1
 
     # -- selection
@@ -165,7 +188,7 @@ class Recording:
         """The recorded states ``h`` (or ``c`` for an LSTM): (T, B, H), in time order."""
         stream, steps = self._steps(layer, direction, module, run)
         self._check_name(stream, name)
-        return self._stack([_as_batched(getattr(s, name).data) for s in steps], "states")
+        return self._stack([s.full(getattr(s, name).data, np.nan) for s in steps], "states")
 
     def grads(
         self, name: str = "h", layer: int = 0, direction: int = 0, *, module: Any = None, run: int | None = -1
@@ -189,7 +212,7 @@ class Recording:
                 "loss.backward() on a loss computed from the recorded steps first"
             )
         out = [
-            _as_batched(x.grad) if x.grad is not None else np.zeros(_as_batched(x.data).shape, x.dtype) for x in tensors
+            s.full(x.grad if x.grad is not None else np.zeros(x.shape, x.dtype), 0.0) for s, x in zip(steps, tensors)
         ]
         return self._stack(out, "grads")
 
@@ -212,7 +235,7 @@ class Recording:
                 f"Recording: no gate {gate!r} for {stream.label()}; recorded gates: {have or 'none'}"
                 + ("" if names else f" (a plain {stream.kind.upper()} has no gates)")
             )
-        return self._stack([s.gates[gate] for s in steps], "gates")
+        return self._stack([s.full(s.gates[gate], np.nan) for s in steps], "gates")
 
     def saturation(
         self,
@@ -232,7 +255,8 @@ class Recording:
         if not low < high:
             raise ValueError(f"Recording.saturation: need low < high, got low={low}, high={high}")
         g = self.gates(gate, layer, direction, module=module, run=run)
-        return ((g < low) | (g > high)).mean(axis=(1, 2))
+        real = ~np.isnan(g)  # a packed batch: only the steps each sequence has
+        return ((g < low) | (g > high)).sum(axis=(1, 2)) / real.sum(axis=(1, 2))
 
     def forget_product(
         self, layer: int = 0, direction: int = 0, *, module: Any = None, run: int | None = -1
@@ -252,6 +276,9 @@ class Recording:
                 f"{stream.kind.upper()}"
             )
         f = self.gates("f", layer, direction, module=module, run=run).astype(np.float64)
+        # A packed batch: a step a sequence does not have scales nothing (factor 1) and is left out of the mean.
+        real = ~np.isnan(f)
+        f = np.where(real, f, 1.0)
         ones = np.ones_like(f[:1])
         if direction == 0:
             # suffix products, shifted by one: prod_{s>t} f_s
@@ -260,7 +287,7 @@ class Recording:
         else:
             prefix = np.cumprod(f, axis=0)
             p = np.concatenate([ones, prefix[:-1]])
-        return p.mean(axis=(1, 2))
+        return np.where(real, p, 0.0).sum(axis=(1, 2)) / real.sum(axis=(1, 2))
 
     def first_nonfinite(
         self, layer: int | None = None, direction: int | None = None, *, module: Any = None

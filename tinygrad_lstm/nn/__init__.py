@@ -1,6 +1,6 @@
 """Neural-network layers built only from Tensor ops (PyTorch's names, shapes and defaults)."""
 
-from . import functional, init
+from . import functional, init, utils
 from .layers import (
     BatchNorm1d,
     Dropout,
@@ -8,9 +8,12 @@ from .layers import (
     Flatten,
     Hardsigmoid,
     Identity,
+    LayerNorm,
     LeakyReLU,
     Linear,
     LogSoftmax,
+    ModuleDict,
+    ModuleList,
     ReLU,
     Sequential,
     Sigmoid,
@@ -28,9 +31,12 @@ __all__ += [
     "Flatten",
     "Hardsigmoid",
     "Identity",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
     "LogSoftmax",
+    "ModuleDict",
+    "ModuleList",
     "ReLU",
     "Sequential",
     "Sigmoid",
@@ -38,5 +44,6 @@ __all__ += [
     "Tanh",
     "functional",
     "init",
+    "utils",
 ]
 __all__ += ["GRU", "LSTM", "RNN", "STEP_OBSERVERS", "GRUCell", "LSTMCell", "RNNCell", "StepRecord"]

@@ -23,14 +23,33 @@ _REDUCTIONS = ("mean", "sum", "none")
 # ------------------------------------------------------------------------------------------------ helpers
 
 
+def _is_torch_tensor(x: Any) -> bool:
+    """True for a ``torch.Tensor`` (found by its type's module: torch is never imported here)."""
+    return type(x).__module__.startswith("torch") and hasattr(x, "requires_grad") and hasattr(x, "numpy")
+
+
 def _tensor(x: Any, fn: str, arg: str) -> Tensor:
-    """``x`` as a Tensor (ndarrays and numbers are wrapped), or a TypeError naming the function."""
+    """``x`` as a Tensor, or a TypeError naming the function: the one input policy of every layer in ``nn``.
+
+    A Tensor is used as is. Anything else is a constant input: ndarrays, numbers and nested lists become
+    ``Tensor(x)``; a torch tensor becomes the ndarray it holds (its dtype kept, as ``torch.from_numpy`` would).
+    A torch tensor that requires grad is refused: no gradient could flow back into torch's graph.
+    """
     if isinstance(x, Tensor):
         return x
+    if _is_torch_tensor(x):
+        if x.requires_grad:
+            raise TypeError(
+                f"{fn}: {arg} is a torch tensor that requires grad, and no gradient can flow back into torch; "
+                f"pass {arg}.detach() (or Tensor({arg}.detach().numpy(), requires_grad=True) to differentiate here)"
+            )
+        x = x.detach().cpu().numpy()
     try:
         return Tensor(x)
     except TypeError as e:
-        raise TypeError(f"{fn}: {arg} must be a Tensor or array, got {type(x).__name__} ({e})") from None
+        raise TypeError(
+            f"{fn}: {arg} must be a Tensor, ndarray or torch tensor, got {type(x).__name__} ({e})"
+        ) from None
 
 
 def _like(x: Any, ref: Tensor, fn: str, arg: str) -> Tensor:

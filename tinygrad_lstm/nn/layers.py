@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -49,8 +49,7 @@ class Linear(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the affine map to the last axis."""
-        if not isinstance(x, Tensor):
-            x = Tensor(x)
+        x = F._tensor(x, "Linear", "input")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear: input shape {x.shape} does not end in in_features={self.in_features}")
         return F.linear(x, self.weight, self.bias)
@@ -127,6 +126,7 @@ class Dropout(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Drop and rescale (training) or pass through (eval)."""
+        x = F._tensor(x, "Dropout", "input")
         return F.dropout(x, self.p, self.training)
 
     def extra_repr(self) -> str:
@@ -175,8 +175,7 @@ class BatchNorm1d(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalize each channel (axis 1)."""
-        if not isinstance(x, Tensor):
-            x = Tensor(x)
+        x = F._tensor(x, "BatchNorm1d", "input")
         if x.ndim not in (2, 3) or x.shape[1] != self.num_features:
             raise ValueError(
                 f"BatchNorm1d: expected input of shape (N, {self.num_features}) or (N, {self.num_features}, L), "
@@ -236,7 +235,7 @@ class Sequential(Module):
             raise TypeError(f"Sequential: entry {name} is a {type(m).__name__}, not a Module")
         if "." in name or name == "":
             raise ValueError(f"Sequential: invalid module name {name!r}")
-        object.__setattr__(m, "_scope_name", name)
+        m._set_scope_name(name)
         self._layers.append((name, m))
 
     def append(self, module: Module) -> Sequential:
@@ -265,6 +264,224 @@ class Sequential(Module):
         return x
 
 
+def _check_module(owner: str, name: str, m: Any) -> Module:
+    if not isinstance(m, Module):
+        raise TypeError(f"{owner}: entry {name} is a {type(m).__name__}, not a Module")
+    return m
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters belong to the owner: children named "0", "1", ... as PyTorch.
+
+    Indexing, ``len``, iteration, ``append``, ``extend``, ``insert``, ``+=``, item assignment and ``del`` work
+    as on a list (names are renumbered after ``insert`` and ``del``, as PyTorch). It has no ``forward``.
+    """
+
+    def __init__(self, modules: Iterable[Module] | None = None) -> None:
+        object.__setattr__(self, "_items", [])
+        if modules is not None:
+            self.extend(modules)
+
+    def _set_scope_name(self, name: str) -> None:
+        super()._set_scope_name(name)
+        self._renumber()
+
+    def _renumber(self) -> None:
+        # An item is called directly (self.layers[0](x)), not through the list: its scope carries the full name.
+        prefix = self.__dict__.get("_scope_name")
+        for i, m in enumerate(self._items):
+            object.__setattr__(m, "_scope_name", f"{prefix}.{i}" if prefix else str(i))
+
+    def _index(self, i: Any) -> int:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"ModuleList: indices must be integers or slices, got {type(i).__name__}")
+        n = len(self._items)
+        if not -n <= i < n:
+            raise IndexError(f"ModuleList: index {i} is out of range for {n} modules")
+        return int(i) % n
+
+    def _named_members(self) -> Iterator[tuple[str, Any]]:
+        return ((str(i), m) for i, m in enumerate(self._items))
+
+    def append(self, module: Module) -> ModuleList:
+        """Add a module at the end; returns self."""
+        self._items.append(_check_module("ModuleList", str(len(self._items)), module))
+        self._renumber()
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> ModuleList:
+        """Append every module of an iterable; returns self."""
+        try:
+            items = list(modules)
+        except TypeError:
+            raise TypeError(f"ModuleList: expected an iterable of Modules, got a {type(modules).__name__}") from None
+        for m in items:
+            self.append(m)
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        """Insert a module before ``index``."""
+        self._items.insert(int(index), _check_module("ModuleList", str(index), module))
+        self._renumber()
+
+    def __iadd__(self, modules: Iterable[Module]) -> ModuleList:
+        return self.extend(modules)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(list(self._items))
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return ModuleList(self._items[i])
+        return self._items[self._index(i)]
+
+    def __setitem__(self, i: int, module: Module) -> None:
+        self._items[self._index(i)] = _check_module("ModuleList", str(i), module)
+        self._renumber()
+
+    def __delitem__(self, i: int | slice) -> None:
+        if isinstance(i, slice):
+            del self._items[i]
+        else:
+            del self._items[self._index(i)]
+        self._renumber()
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Not defined: call the items (as PyTorch, a ModuleList is a container, not a layer)."""
+        raise NotImplementedError("ModuleList has no forward(): iterate over it and call its modules")
+
+
+class ModuleDict(Module):
+    """An ordered dict of modules whose parameters belong to the owner: children named by their keys.
+
+    ``d[key]``, ``d[key] = m``, ``del d[key]``, ``in``, ``len``, iteration over keys, ``keys``, ``values``,
+    ``items``, ``update``, ``pop`` and ``clear`` work as on a dict. It has no ``forward``.
+    """
+
+    def __init__(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]] | None = None) -> None:
+        object.__setattr__(self, "_items", {})
+        if modules is not None:
+            self.update(modules)
+
+    def _set_scope_name(self, name: str) -> None:
+        super()._set_scope_name(name)
+        for k, m in self._items.items():
+            object.__setattr__(m, "_scope_name", f"{name}.{k}")
+
+    def _named_members(self) -> Iterator[tuple[str, Any]]:
+        return iter(list(self._items.items()))
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        if not isinstance(key, str) or "." in key or key == "":
+            raise KeyError(f"ModuleDict: a key must be a non-empty string without '.', got {key!r}")
+        self._items[key] = _check_module("ModuleDict", repr(key), module)
+        prefix = self.__dict__.get("_scope_name")
+        object.__setattr__(module, "_scope_name", f"{prefix}.{key}" if prefix else key)
+
+    def __getitem__(self, key: str) -> Module:
+        if key not in self._items:
+            raise KeyError(f"ModuleDict: no module {key!r}; keys are {list(self._items)}")
+        return self._items[key]
+
+    def __delitem__(self, key: str) -> None:
+        self.pop(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._items))
+
+    def keys(self) -> list[str]:
+        """The keys, in insertion order."""
+        return list(self._items)
+
+    def values(self) -> list[Module]:
+        """The modules, in insertion order."""
+        return list(self._items.values())
+
+    def items(self) -> list[tuple[str, Module]]:
+        """(key, module) pairs, in insertion order."""
+        return list(self._items.items())
+
+    def update(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]]) -> None:
+        """Add or replace modules from a mapping or an iterable of (key, module) pairs."""
+        pairs = modules.items() if isinstance(modules, (Mapping, ModuleDict)) else modules
+        for pair in pairs:
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"ModuleDict.update: expected (key, module) pairs, got {pair!r}")
+            self[pair[0]] = pair[1]
+
+    def pop(self, key: str) -> Module:
+        """Remove ``key`` and return its module."""
+        m = self[key]
+        del self._items[key]
+        return m
+
+    def clear(self) -> None:
+        """Remove every module."""
+        self._items.clear()
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Not defined: call the items (as PyTorch, a ModuleDict is a container, not a layer)."""
+        raise NotImplementedError("ModuleDict has no forward(): call its modules by key")
+
+
+class LayerNorm(Module):
+    """Layer normalization over the trailing ``normalized_shape`` axes, PyTorch's ``nn.LayerNorm``.
+
+    y = (x - mean) / sqrt(var + eps) * weight + bias, with the mean and the biased variance over the last
+    ``len(normalized_shape)`` axes of each sample; ``weight`` (ones) and ``bias`` (zeros) have shape
+    ``normalized_shape`` when ``elementwise_affine`` (``bias=False`` drops the bias). Built from Tensor ops.
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | Iterable[int],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        dtype: Any = None,
+    ) -> None:
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+        if not shape or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in shape):
+            raise ValueError(f"LayerNorm: normalized_shape must be positive ints, got {normalized_shape!r}")
+        if not eps >= 0:
+            raise ValueError(f"LayerNorm: eps must be >= 0, got {eps!r}")
+        self.normalized_shape = tuple(int(n) for n in shape)
+        self.eps, self.elementwise_affine = float(eps), bool(elementwise_affine)
+        dt = _dtype(dtype)
+        self.weight = Parameter(np.ones(self.normalized_shape, dt)) if elementwise_affine else None
+        self.bias = Parameter(np.zeros(self.normalized_shape, dt)) if elementwise_affine and bias else None
+
+    def forward(self, x: Any) -> Tensor:
+        """Normalize each sample over the trailing axes."""
+        x = F._tensor(x, "LayerNorm", "input")
+        k = len(self.normalized_shape)
+        if x.shape[x.ndim - k :] != self.normalized_shape or x.ndim < k:
+            raise ValueError(
+                f"LayerNorm: input shape {x.shape} does not end in normalized_shape={self.normalized_shape}"
+            )
+        axes = tuple(range(x.ndim - k, x.ndim))
+        centered = x - x.mean(axis=axes, keepdims=True)
+        var = (centered * centered).mean(axis=axes, keepdims=True)
+        out = centered / (var + self.eps).sqrt()
+        if self.weight is not None:
+            out = out * self.weight
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
 class Flatten(Module):
     """Flatten axes ``start_dim`` .. ``end_dim`` into one (by default all but the batch axis)."""
 
@@ -273,6 +490,7 @@ class Flatten(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Reshape with the chosen axes merged."""
+        x = F._tensor(x, "Flatten", "input")
         nd = max(x.ndim, 1)
         s, e = self.start_dim, self.end_dim
         if not (-nd <= s < nd and -nd <= e < nd):
@@ -290,7 +508,10 @@ class Flatten(Module):
 
 
 class Identity(Module):
-    """Returns its input unchanged."""
+    """Returns its input unchanged; constructor arguments are accepted and ignored, as PyTorch's."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
     def forward(self, x: Any) -> Any:
         """The input itself."""
@@ -302,6 +523,7 @@ class Sigmoid(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """sigmoid(x)."""
+        x = F._tensor(x, "Sigmoid", "input")
         return F.sigmoid(x)
 
 
@@ -310,6 +532,7 @@ class Tanh(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """tanh(x)."""
+        x = F._tensor(x, "Tanh", "input")
         return F.tanh(x)
 
 
@@ -318,6 +541,7 @@ class ReLU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """relu(x)."""
+        x = F._tensor(x, "ReLU", "input")
         return F.relu(x)
 
 
@@ -329,6 +553,7 @@ class LeakyReLU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """leaky_relu(x)."""
+        x = F._tensor(x, "LeakyReLU", "input")
         return F.leaky_relu(x, self.negative_slope)
 
     def extra_repr(self) -> str:
@@ -340,6 +565,7 @@ class Hardsigmoid(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """hard_sigmoid(x)."""
+        x = F._tensor(x, "Hardsigmoid", "input")
         return F.hard_sigmoid(x)
 
 
@@ -357,6 +583,7 @@ class Softmax(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """softmax(x, dim)."""
+        x = F._tensor(x, "Softmax", "input")
         dim = self.dim if self.dim is not None else _implicit_dim("Softmax", x.ndim)
         return F.softmax(x, dim)
 
@@ -372,6 +599,7 @@ class LogSoftmax(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """log_softmax(x, dim)."""
+        x = F._tensor(x, "LogSoftmax", "input")
         dim = self.dim if self.dim is not None else _implicit_dim("LogSoftmax", x.ndim)
         return F.log_softmax(x, dim)
 

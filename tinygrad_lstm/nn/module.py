@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..tensor import Tensor, scope
+from ..tensor import Tensor, no_grad, scope
 
 
 class Parameter(Tensor):
@@ -17,6 +17,39 @@ class Parameter(Tensor):
 
     def __init__(self, data: Any, requires_grad: bool = True, dtype: Any = None, name: str | None = None):
         super().__init__(data, requires_grad=requires_grad, dtype=dtype, name=name)
+
+
+class _IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict`` returns (torch's name): the keys it did not find, and the keys it did not use."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+    def __repr__(self) -> str:
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return f"_IncompatibleKeys(missing_keys={self.missing_keys}, unexpected_keys={self.unexpected_keys})"
+
+
+class RemovableHandle:
+    """Returned by ``register_forward_hook``: ``remove()`` unregisters the hook (a second call does nothing)."""
+
+    _next_id = 0
+
+    def __init__(self, hooks: dict[int, Callable]) -> None:
+        self._hooks = hooks
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+
+    def remove(self) -> None:
+        """Unregister the hook."""
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
 
 
 class Module:
@@ -31,19 +64,43 @@ class Module:
     def __setattr__(self, key: str, value: Any) -> None:
         # Children learn the name they are stored under: it labels their scope and their parameters.
         if isinstance(value, Module):
-            object.__setattr__(value, "_scope_name", key)
+            value._set_scope_name(key)
         elif isinstance(value, Parameter) and value.name is None:
             value.name = key
         elif isinstance(value, (list, tuple, dict)):
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for k, v in items:
                 if isinstance(v, Module):
-                    object.__setattr__(v, "_scope_name", f"{key}.{k}")
+                    v._set_scope_name(f"{key}.{k}")
         object.__setattr__(self, key, value)
+
+    def _set_scope_name(self, name: str) -> None:
+        """Remember the attribute name this module is stored under (containers pass it on to their items)."""
+        object.__setattr__(self, "_scope_name", name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with scope(self.__dict__.get("_scope_name") or type(self).__name__):
-            return self.forward(*args, **kwargs)
+            out = self.forward(*args, **kwargs)
+        hooks = self.__dict__.get("_forward_hooks")
+        if hooks:
+            for hook in list(hooks.values()):  # a copy: a hook may remove itself
+                result = hook(self, args, out)
+                if result is not None:
+                    out = result
+        return out
+
+    def register_forward_hook(self, hook: Callable[[Module, tuple, Any], Any]) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after every forward; a non-None result replaces the output.
+
+        Returns a handle whose ``remove()`` unregisters the hook (as PyTorch; keyword arguments of the call
+        are not passed to the hook).
+        """
+        if not callable(hook):
+            raise TypeError(f"{type(self).__name__}.register_forward_hook: hook must be callable, got {hook!r}")
+        hooks = self.__dict__.setdefault("_forward_hooks", {})
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """The computation; subclasses define it with Tensor ops."""
@@ -83,9 +140,24 @@ class Module:
         """This module and every sub-module."""
         return (m for _, m in self.named_modules())
 
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """Direct sub-modules with their local names, each once."""
+        seen: set[int] = set()
+        for k, v in self._named_members():
+            if isinstance(v, Module) and id(v) not in seen:
+                seen.add(id(v))
+                yield k, v
+
     def children(self) -> Iterator[Module]:
-        """Direct sub-modules."""
-        return (v for _, v in self._named_members() if isinstance(v, Module))
+        """Direct sub-modules, each once."""
+        return (m for _, m in self.named_children())
+
+    def apply(self, fn: Callable[[Module], Any]) -> Module:
+        """Call ``fn`` on every sub-module (children first, depth first) and then on this module; returns self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
 
     def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
         """Every parameter once, with its dotted name; a parameter takes the longest such name as its label."""
@@ -120,6 +192,41 @@ class Module:
                 yield (f"{mname}.{k}" if mname else k), getattr(mod, k)
 
     # -- training state
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Turn gradients of every parameter on (or off, to freeze the module); returns self."""
+        for p in self.parameters():
+            if requires_grad and p.dtype.kind != "f":
+                raise TypeError(f"requires_grad_: parameter {p.name} has dtype {p.dtype}; only floats can require grad")
+            p.requires_grad = bool(requires_grad)
+        return self
+
+    def _cast(self, dtype: np.dtype) -> Module:
+        """Cast every floating parameter (and its gradient) and buffer to ``dtype`` in place; returns self.
+
+        The Parameter objects stay the same (an optimizer holding them keeps working); their version is bumped
+        because their data changed.
+        """
+        for p in self.parameters():
+            if p.dtype.kind == "f" and p.dtype != dtype:
+                p.data = p.data.astype(dtype)
+                p._version += 1
+                if p.grad is not None:
+                    p.grad = p.grad.astype(dtype)
+        for mod in self.modules():
+            for k in mod.__dict__.get("_buffers", ()):
+                buf = getattr(mod, k)
+                if buf is not None and np.asarray(buf).dtype.kind == "f":
+                    object.__setattr__(mod, k, np.asarray(buf).astype(dtype))
+        return self
+
+    def double(self) -> Module:
+        """Cast floating parameters and buffers to float64 in place; returns self (as PyTorch)."""
+        return self._cast(np.dtype(np.float64))
+
+    def float(self) -> Module:
+        """Cast floating parameters and buffers to float32 in place; returns self (as PyTorch)."""
+        return self._cast(np.dtype(np.float32))
+
     def zero_grad(self) -> None:
         """Drop every parameter's gradient (set it to None)."""
         for p in self.parameters():
@@ -152,12 +259,16 @@ class Module:
                 out[f"{mname}.{k}" if mname else k] = np.array(getattr(mod, k), copy=True)
         return out
 
-    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> _IncompatibleKeys:
         """Copy arrays (or anything ``np.asarray`` takes, e.g. torch tensors) into parameters and buffers.
 
-        Everything is checked before anything is written: missing or unexpected keys (with ``strict``) and
-        shape mismatches raise one error listing them all, and leave the module unchanged.
+        Returns ``_IncompatibleKeys(missing_keys, unexpected_keys)`` as PyTorch. Everything is checked before
+        anything is written: missing or unexpected keys (with ``strict``) and shape mismatches (always) raise
+        one ValueError listing them all, and leave the module unchanged. With ``strict=False`` the matching keys
+        are loaded and the others reported. Parameters are written in place (same objects, version bumped).
         """
+        if not isinstance(state, dict):
+            raise TypeError(f"load_state_dict({type(self).__name__}): state must be a dict, got {type(state).__name__}")
         params = dict(self.named_parameters())
         owners = {
             name: (mod, k)
@@ -167,9 +278,10 @@ class Module:
         }
         mine = set(params) | set(owners)
         problems = []
+        # In the module's order (state_dict's) and the state's order, as PyTorch lists them.
+        missing = [k for k in self._state_keys() if k not in state]
+        unexpected = [k for k in state if k not in mine]
         if strict:
-            missing = sorted(mine - set(state))
-            unexpected = sorted(set(state) - mine)
             if missing:
                 problems.append(f"missing keys: {missing}")
             if unexpected:
@@ -192,13 +304,26 @@ class Module:
                 new[k] = arr.astype(target.dtype, copy=True)
         if problems:
             raise ValueError(f"load_state_dict({type(self).__name__}): " + "; ".join(problems))
-        for k, arr in new.items():
-            if k in params:
-                params[k].data = arr
-                params[k]._version += 1
-            else:
-                mod, attr = owners[k]
-                object.__setattr__(mod, attr, arr)
+        with no_grad():
+            for k, arr in new.items():
+                if k in params:
+                    params[k].copy_(arr)  # in place: optimizers holding the Parameter see the new values
+                else:
+                    mod, attr = owners[k]
+                    object.__setattr__(mod, attr, arr)
+        return _IncompatibleKeys(missing, unexpected)
+
+    def _state_keys(self) -> list[str]:
+        """The keys of ``state_dict()`` in its order, without copying any array."""
+        params = {id(p): k for k, p in self.named_parameters()}
+        keys: dict[str, None] = {}
+        for mname, mod in self.named_modules():
+            for _, v in mod._named_members():
+                if id(v) in params:
+                    keys[params[id(v)]] = None
+            for k in mod.__dict__.get("_buffers", ()):
+                keys[f"{mname}.{k}" if mname else k] = None
+        return list(keys)
 
     def extra_repr(self) -> str:
         """Arguments shown in ``repr``."""

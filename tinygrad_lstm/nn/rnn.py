@@ -14,6 +14,13 @@ contributions over the steps.
 Studying BPTT: every executed step (in cells and in layers) is reported to the callables in ``STEP_OBSERVERS``
 as a ``StepRecord`` holding the new state and the post-activation gates; with no observer it costs one list
 test per step. Layers also accept ``return_states=True`` in ``forward`` to get every step's states back.
+
+Variable-length batches: the layers take a ``PackedSequence`` (``nn.utils.rnn``) and run step t on the rows of
+the sequences that have a step t only (torch's per-step batch sizes), so padding never enters the recurrence.
+
+What cells and layers share (sizes and dtype checks, parameter creation, activations, peepholes, the LSTM
+projection, input conversion, ``extra_repr``) is written once, in ``_Recurrent`` and the ``_RNNKind`` /
+``_LSTMKind`` / ``_GRUKind`` mixins that hold each kind's options and its ``_step``.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ from typing import Any
 import numpy as np
 
 from ..tensor import Tensor, cat, get_default_dtype, get_rng, scope, stack
-from .functional import affine
+from .functional import _tensor, affine
 from .module import Module, Parameter
+from .utils.rnn import PackedSequence, _check_packed
 
 Activation = Callable[[Tensor], Tensor]
 
@@ -49,16 +57,29 @@ class StepRecord:
     h: Tensor  # new hidden state (B, H) (or (H,) unbatched)
     c: Tensor | None  # new cell state (LSTM) else None
     gates: dict[str, Tensor]  # post-activation gates: LSTM "i","f","g","o"; GRU "r","z","n"; RNN {}
+    # Packed (variable-length) input: the rows of h are the sequences rows[0], rows[1], ... of the caller's batch
+    # of batch_size sequences (those that have a step t). None: every row, in the caller's order.
+    rows: np.ndarray | None = None
+    batch_size: int | None = None
 
 
 STEP_OBSERVERS: list[Callable[[StepRecord], None]] = []  # empty = zero cost
 
 
 def _notify(
-    module: Module, kind: str, layer: int, direction: int, t: int | None, h: Tensor, c: Tensor | None, gates: dict
+    module: Module,
+    kind: str,
+    layer: int,
+    direction: int,
+    t: int | None,
+    h: Tensor,
+    c: Tensor | None,
+    gates: dict,
+    rows: np.ndarray | None = None,
+    batch_size: int | None = None,
 ) -> None:
     """Hand one step to every observer (called only when ``STEP_OBSERVERS`` is not empty)."""
-    record = StepRecord(module, kind, layer, direction, t, h, c, gates)
+    record = StepRecord(module, kind, layer, direction, t, h, c, gates, rows, batch_size)
     for observer in list(STEP_OBSERVERS):  # a copy: an observer may remove itself
         observer(record)
 
@@ -131,6 +152,7 @@ def lstm_step(
     gate_act: Activation = Tensor.sigmoid,
     cell_act: Activation = Tensor.tanh,
     elementwise: bool = True,
+    w_hr: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
     """LSTM step, gate order (i, f, g, o): returns (h', c', (i, f, g, o)) with post-activation gates.
 
@@ -138,6 +160,7 @@ def lstm_step(
     h' = o*φ(c'), where z = xw + h @ W_hh^T + b_hh, σ = ``gate_act``, φ = ``cell_act`` and the bracketed
     peephole terms (Gers & Schmidhuber) are present when ``peephole = (w_ci, w_cf, w_co)`` is given.
     ``elementwise`` says gate_act acts elementwise, so it may run once over all 4H pre-activations.
+    ``w_hr`` (P, H), when given, projects the new hidden state: h' = (o*φ(c')) @ W_hr^T (torch's ``proj_size``).
     """
     H = xw.shape[-1] // 4
     z = xw + affine(h, w_hh, b_hh)
@@ -158,6 +181,8 @@ def lstm_step(
             zo = zo + peephole[2] * c_new  # the output gate looks at the new cell state
         o = gate_act(zo)
     h_new = o * cell_act(c_new)
+    if w_hr is not None:
+        h_new = affine(h_new, w_hr)
     _label(i=i, f=f, g=g, o=o, c=c_new, h=h_new)
     return h_new, c_new, (i, f, g, o)
 
@@ -181,7 +206,7 @@ def gru_step(
     return h_new, (r, z, n)
 
 
-# --------------------------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------------------------- shared helpers
 
 
 def _check_size(owner: str, name: str, value: Any, minimum: int = 1) -> int:
@@ -195,14 +220,6 @@ def _uniform(shape: tuple, k: float, dtype: np.dtype) -> Parameter:
     return Parameter(get_rng().uniform(-k, k, shape).astype(dtype))
 
 
-def _as_tensor(x: Any, owner: str, what: str) -> Tensor:
-    if isinstance(x, Tensor):
-        return x
-    if isinstance(x, np.ndarray):
-        return Tensor(x)
-    raise TypeError(f"{owner}: {what} must be a Tensor (or ndarray), got {type(x).__name__}")
-
-
 def _check_dtype(owner: str, what: str, t: Tensor, dtype: np.dtype) -> None:
     if t.dtype != dtype:
         raise TypeError(
@@ -211,29 +228,185 @@ def _check_dtype(owner: str, what: str, t: Tensor, dtype: np.dtype) -> None:
         )
 
 
-# --------------------------------------------------------------------------------------------- cells
+def _rows(state: Any, start: int, stop: int) -> Any:
+    """Rows start..stop-1 of a state, h or (h, c)."""
+    if isinstance(state, tuple):
+        return tuple(s[start:stop] for s in state)
+    return state[start:stop]
 
 
-class _CellBase(Module):
-    """Parameters and input checks shared by the three cells (PyTorch's RNNCellBase)."""
+def _join(*states: Any) -> Any:
+    """States of several row blocks, h or (h, c), concatenated along the batch axis."""
+    if isinstance(states[0], tuple):
+        return tuple(cat(list(parts), axis=0) for parts in zip(*states))
+    return cat(list(states), axis=0)
 
+
+# Options shown by ``extra_repr`` when they differ from their default, in PyTorch's order (ours after torch's).
+_REPR_OPTIONS = (
+    ("proj_size", 0),
+    ("num_layers", 1),
+    ("bias", True),
+    ("batch_first", False),
+    ("dropout", 0.0),
+    ("bidirectional", False),
+    ("nonlinearity", "tanh"),
+    ("peephole", False),
+    ("gate_activation", "sigmoid"),
+    ("cell_activation", "tanh"),
+)
+_PEEPHOLES = ("weight_ci", "weight_cf", "weight_co")
+
+
+class _Recurrent(Module):
+    """What cells and layers share: sizes, dtype, parameter creation, input conversion and ``extra_repr``.
+
+    A kind mixin (``_RNNKind``, ``_LSTMKind``, ``_GRUKind``) supplies ``_kind``, ``_chunks`` (gate blocks),
+    its options and ``_step``; a cell's parameters are those of a layer's with the suffix "".
+    """
+
+    _kind = ""
     _chunks = 1
+    _fold_bias = True  # b_hh may be added to the input projection once (not for GRU: b_hn sits inside r*(...))
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool, dtype: Any) -> None:
+    def _setup(self, input_size: int, hidden_size: int, bias: bool, dtype: Any) -> np.dtype:
         owner = type(self).__name__
         self.input_size = _check_size(owner, "input_size", input_size)
         self.hidden_size = _check_size(owner, "hidden_size", hidden_size)
         self.bias = bool(bias)
-        dt = np.dtype(dtype) if dtype is not None else get_default_dtype()
-        n, H, k = self._chunks, self.hidden_size, 1.0 / math.sqrt(self.hidden_size)
-        self.weight_ih = _uniform((n * H, self.input_size), k, dt)
-        self.weight_hh = _uniform((n * H, H), k, dt)
-        self.bias_ih = _uniform((n * H,), k, dt) if bias else None
-        self.bias_hh = _uniform((n * H,), k, dt) if bias else None
+        return np.dtype(dtype) if dtype is not None else get_default_dtype()
+
+    def _out_size(self) -> int:
+        """Size of h: hidden_size, or proj_size for a projected LSTM."""
+        return getattr(self, "proj_size", 0) or self.hidden_size
+
+    def _make_parameters(self, sfx: str, in_size: int, dtype: np.dtype) -> None:
+        """weight_ih, weight_hh, bias_ih, bias_hh (+ the kind's extras) with suffix ``sfx``, PyTorch's order."""
+        n, H = self._chunks, self.hidden_size
+        k = 1.0 / math.sqrt(H)
+        setattr(self, "weight_ih" + sfx, _uniform((n * H, in_size), k, dtype))
+        setattr(self, "weight_hh" + sfx, _uniform((n * H, self._out_size()), k, dtype))
+        if self.bias:
+            setattr(self, "bias_ih" + sfx, _uniform((n * H,), k, dtype))
+            setattr(self, "bias_hh" + sfx, _uniform((n * H,), k, dtype))
+        else:  # None says "no bias" (a cell reads self.bias_ih)
+            setattr(self, "bias_ih" + sfx, None)
+            setattr(self, "bias_hh" + sfx, None)
+        self._extra_parameters(sfx, k, dtype)
+
+    def _extra_parameters(self, sfx: str, k: float, dtype: np.dtype) -> None:
+        """Hook for a kind's parameters beyond W_ih, W_hh and the biases (LSTM projection and peepholes)."""
+
+    def _step(self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str) -> tuple[Any, dict]:
+        """One step with the parameters of suffix ``sfx``: returns (new state, gates dict); state is h or (h, c)."""
+        raise NotImplementedError
+
+    def _state_sizes(self) -> tuple[int, ...]:
+        """Sizes of the state parts: (H,) for h, (P or H, H) for an LSTM's (h, c)."""
+        return (self._out_size(),)
+
+    def _hx_parts(self, hx: Any, names: tuple[str, str]) -> list[tuple[str, Any]]:
+        """Split a user's initial state into named parts: [h] or, for an LSTM, the pair [h, c]."""
+        if len(self._state_sizes()) == 1:
+            return [(names[0], hx)]
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError(
+                f"{type(self).__name__}: hx must be a pair ({names[0]}, {names[1]}), got {type(hx).__name__}"
+            )
+        return list(zip(names, hx))
+
+    def _tensor(self, x: Any, what: str) -> Tensor:
+        """The input policy of every layer in nn (``functional._tensor``): Tensors as is, arrays and torch
+        tensors without grad as constants."""
+        return _tensor(x, type(self).__name__, what)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        for name, default in _REPR_OPTIONS:
+            value = self.__dict__.get(name, default)
+            if value != default:
+                s += f", {name}={value!r}"
+        return s
+
+
+# --------------------------------------------------------------------------------------------- the three kinds
+
+
+class _RNNKind:
+    """Elman options (``nonlinearity``) and step, for RNNCell and RNN."""
+
+    _kind = "rnn"
+    _chunks = 1
+
+    def _options(self, owner: str, nonlinearity: str) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"{owner}: unknown nonlinearity {nonlinearity!r}; valid names are 'tanh', 'relu'")
+        self.nonlinearity = nonlinearity
+        self._act = ACTIVATIONS[nonlinearity]
+
+    def _step(self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str) -> tuple[Any, dict]:
+        return rnn_step(xw, state, w_hh, b_hh, self._act), {}
+
+
+class _GRUKind:
+    """GRU step, for GRUCell and GRU (no options)."""
+
+    _kind = "gru"
+    _chunks = 3
+    _fold_bias = False
+
+    def _step(self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str) -> tuple[Any, dict]:
+        h, (r, z, n) = gru_step(xw, state, w_hh, b_hh)
+        return h, {"r": r, "z": z, "n": n}
+
+
+class _LSTMKind:
+    """LSTM options (peepholes, activations, projection) and step, for LSTMCell and LSTM."""
+
+    _kind = "lstm"
+    _chunks = 4
+
+    def _options(
+        self, owner: str, peephole: bool, gate_activation: str | Activation, cell_activation: str | Activation
+    ) -> None:
+        self._gate_fn, self._elementwise = _activation(gate_activation, "gate_activation", owner)
+        self._cell_fn, _ = _activation(cell_activation, "cell_activation", owner)
+        self.peephole = bool(peephole)
+        self.gate_activation, self.cell_activation = gate_activation, cell_activation
+
+    def _extra_parameters(self, sfx: str, k: float, dtype: np.dtype) -> None:
+        if getattr(self, "proj_size", 0):  # torch's order: weight_hr_l{k} right after the biases
+            setattr(self, "weight_hr" + sfx, _uniform((self.proj_size, self.hidden_size), k, dtype))
+        if self.peephole:
+            for name in _PEEPHOLES:
+                setattr(self, name + sfx, _uniform((self.hidden_size,), k, dtype))
+
+    def _state_sizes(self) -> tuple[int, ...]:
+        return (self._out_size(), self.hidden_size)
+
+    def _step(self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str) -> tuple[Any, dict]:
+        h, c = state
+        peep = tuple(getattr(self, name + sfx) for name in _PEEPHOLES) if self.peephole else None
+        w_hr = getattr(self, "weight_hr" + sfx, None)
+        h, c, (i, f, g, o) = lstm_step(
+            xw, h, c, w_hh, b_hh, peep, self._gate_fn, self._cell_fn, self._elementwise, w_hr
+        )
+        return (h, c), {"i": i, "f": f, "g": g, "o": o}
+
+
+# --------------------------------------------------------------------------------------------- cells
+
+
+class _CellBase(_Recurrent):
+    """One step of a recurrent kind on (B, I) or (I,) input (PyTorch's RNNCellBase)."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool, dtype: Any) -> None:
+        dt = self._setup(input_size, hidden_size, bias, dtype)
+        self._make_parameters("", self.input_size, dt)
 
     def _input(self, x: Any) -> Tensor:
         owner = type(self).__name__
-        x = _as_tensor(x, owner, "input")
+        x = self._tensor(x, "input")
         if x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
             raise ValueError(
                 f"{owner}: expected input of shape (batch, {self.input_size}) or ({self.input_size},), got {x.shape}"
@@ -243,7 +416,7 @@ class _CellBase(Module):
 
     def _state(self, s: Any, x: Tensor, what: str) -> Tensor:
         owner = type(self).__name__
-        s = _as_tensor(s, owner, what)
+        s = self._tensor(s, what)
         want = (*x.shape[:-1], self.hidden_size)
         if s.shape != want:
             raise ValueError(f"{owner}: {what} must have shape {want} for an input of shape {x.shape}, got {s.shape}")
@@ -257,43 +430,43 @@ class _CellBase(Module):
     def _xw(self, x: Tensor) -> Tensor:
         return affine(x, self.weight_ih, self.bias_ih)
 
-    def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+    def _cell_forward(self, x: Any, hx: Any) -> Any:
+        """Check the input and state (zeros when None), run one ``_step`` and tell the observers."""
+        x = self._input(x)
+        names = ("h", "c")
+        if hx is None:
+            parts = [self._zeros(x, n + "0") for n in names[: len(self._state_sizes())]]
+        else:
+            parts = [self._state(s, x, n) for n, s in self._hx_parts(hx, names)]
+        state = parts[0] if len(parts) == 1 else tuple(parts)
+        state, gates = self._step(self._xw(x), state, self.weight_hh, self.bias_hh, "")
+        if STEP_OBSERVERS:
+            h, c = state if isinstance(state, tuple) else (state, None)
+            _notify(self, self._kind, 0, 0, None, h, c, gates)
+        return state
 
 
-class RNNCell(_CellBase):
+class RNNCell(_RNNKind, _CellBase):
     """Elman RNN cell: h' = act(x @ W_ih^T + b_ih + h @ W_hh^T + b_hh), act = tanh or relu."""
 
     def __init__(
         self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh", dtype: Any = None
     ) -> None:
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"RNNCell: unknown nonlinearity {nonlinearity!r}; valid names are 'tanh', 'relu'")
+        self._options("RNNCell", nonlinearity)
         super().__init__(input_size, hidden_size, bias, dtype)
-        self.nonlinearity = nonlinearity
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
         """One step: x (B, I) or (I,), h (B, H) or (H,) (zeros if None) -> h' of h's shape."""
-        x = self._input(x)
-        h = self._zeros(x, "h0") if h is None else self._state(h, x, "h")
-        h_new = rnn_step(self._xw(x), h, self.weight_hh, self.bias_hh, ACTIVATIONS[self.nonlinearity])
-        if STEP_OBSERVERS:
-            _notify(self, "rnn", 0, 0, None, h_new, None, {})
-        return h_new
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + ("" if self.nonlinearity == "tanh" else f", nonlinearity={self.nonlinearity!r}")
+        return self._cell_forward(x, h)
 
 
-class LSTMCell(_CellBase):
+class LSTMCell(_LSTMKind, _CellBase):
     """LSTM cell, gate order (i, f, g, o) as PyTorch, with optional peepholes and pluggable activations.
 
     ``peephole=True`` adds ``weight_ci``, ``weight_cf``, ``weight_co`` (H each): i and f see c_{t-1}, o sees
     c_t. ``gate_activation`` (for i, f, o) and ``cell_activation`` (for g and for the output φ(c)) are one of
     "sigmoid", "tanh", "relu", "leaky_relu", "hard_sigmoid" or any callable Tensor -> Tensor.
     """
-
-    _chunks = 4
 
     def __init__(
         self,
@@ -305,71 +478,30 @@ class LSTMCell(_CellBase):
         cell_activation: str | Activation = "tanh",
         dtype: Any = None,
     ) -> None:
-        self._gate_fn, gate_ew = _activation(gate_activation, "gate_activation", "LSTMCell")
-        self._cell_fn, _ = _activation(cell_activation, "cell_activation", "LSTMCell")
-        self._elementwise = gate_ew
+        self._options("LSTMCell", peephole, gate_activation, cell_activation)
         super().__init__(input_size, hidden_size, bias, dtype)
-        self.peephole = bool(peephole)
-        self.gate_activation, self.cell_activation = gate_activation, cell_activation
-        k, dt = 1.0 / math.sqrt(self.hidden_size), self.weight_ih.dtype
-        if self.peephole:
-            self.weight_ci = _uniform((self.hidden_size,), k, dt)
-            self.weight_cf = _uniform((self.hidden_size,), k, dt)
-            self.weight_co = _uniform((self.hidden_size,), k, dt)
 
     def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """One step: x (B, I) or (I,), hx = (h, c) each (B, H) or (H,) (zeros if None) -> (h', c')."""
-        x = self._input(x)
-        if hx is None:
-            h, c = self._zeros(x, "h0"), self._zeros(x, "c0")
-        else:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(f"LSTMCell: hx must be a pair (h, c), got {type(hx).__name__}")
-            h, c = self._state(hx[0], x, "h"), self._state(hx[1], x, "c")
-        peep = (self.weight_ci, self.weight_cf, self.weight_co) if self.peephole else None
-        h_new, c_new, (i, f, g, o) = lstm_step(
-            self._xw(x), h, c, self.weight_hh, self.bias_hh, peep, self._gate_fn, self._cell_fn, self._elementwise
-        )
-        if STEP_OBSERVERS:
-            _notify(self, "lstm", 0, 0, None, h_new, c_new, {"i": i, "f": f, "g": g, "o": o})
-        return h_new, c_new
-
-    def extra_repr(self) -> str:
-        s = super().extra_repr() + (", peephole=True" if self.peephole else "")
-        if self.gate_activation != "sigmoid":
-            s += f", gate_activation={self.gate_activation!r}"
-        if self.cell_activation != "tanh":
-            s += f", cell_activation={self.cell_activation!r}"
-        return s
+        return self._cell_forward(x, hx)
 
 
-class GRUCell(_CellBase):
+class GRUCell(_GRUKind, _CellBase):
     """GRU cell with PyTorch's equations and gate order (r, z, n)."""
-
-    _chunks = 3
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, dtype: Any = None) -> None:
         super().__init__(input_size, hidden_size, bias, dtype)
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
         """One step: x (B, I) or (I,), h (B, H) or (H,) (zeros if None) -> h'."""
-        x = self._input(x)
-        h = self._zeros(x, "h0") if h is None else self._state(h, x, "h")
-        h_new, (r, z, n) = gru_step(self._xw(x), h, self.weight_hh, self.bias_hh)
-        if STEP_OBSERVERS:
-            _notify(self, "gru", 0, 0, None, h_new, None, {"r": r, "z": z, "n": n})
-        return h_new
+        return self._cell_forward(x, h)
 
 
 # --------------------------------------------------------------------------------------------- layers
 
 
-class _RNNBase(Module):
+class _RNNBase(_Recurrent):
     """Multi-layer, optionally bidirectional recurrent layer with PyTorch's parameter names and call signature."""
-
-    _kind = ""
-    _chunks = 1
-    _fold_bias = True  # b_hh may be added to the input projection once (not for GRU: b_hn sits inside r*(...))
 
     def __init__(
         self,
@@ -383,78 +515,73 @@ class _RNNBase(Module):
         dtype: Any = None,
     ) -> None:
         owner = type(self).__name__
-        self.input_size = _check_size(owner, "input_size", input_size)
-        self.hidden_size = _check_size(owner, "hidden_size", hidden_size)
+        dt = self._setup(input_size, hidden_size, bias, dtype)
         self.num_layers = _check_size(owner, "num_layers", num_layers)
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
             raise ValueError(f"{owner}: dropout must be a number in [0, 1], got {dropout!r}")
         if dropout > 0 and self.num_layers == 1:
             warnings.warn(
                 f"{owner}: dropout={dropout} acts between layers only, so it does nothing with num_layers=1",
-                stacklevel=2,
+                stacklevel=3,
             )
-        self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.dropout = float(dropout)
         self.bidirectional = bool(bidirectional)
-        dt = np.dtype(dtype) if dtype is not None else get_default_dtype()
-        n, H, k = self._chunks, self.hidden_size, 1.0 / math.sqrt(self.hidden_size)
         D = 2 if self.bidirectional else 1
         # Assignment order is the parameter order: PyTorch's (weight_ih, weight_hh, bias_ih, bias_hh per layer
         # and direction), so parameters() lines up with torch's.
         for layer in range(self.num_layers):
-            in_size = self.input_size if layer == 0 else H * D
+            in_size = self.input_size if layer == 0 else self._out_size() * D
             for d in range(D):
-                sfx = self._suffix(layer, d)
-                setattr(self, "weight_ih" + sfx, _uniform((n * H, in_size), k, dt))
-                setattr(self, "weight_hh" + sfx, _uniform((n * H, H), k, dt))
-                if self.bias:
-                    setattr(self, "bias_ih" + sfx, _uniform((n * H,), k, dt))
-                    setattr(self, "bias_hh" + sfx, _uniform((n * H,), k, dt))
-                self._extra_parameters(sfx, k, dt)
+                self._make_parameters(self._suffix(layer, d), in_size, dt)
 
     @staticmethod
     def _suffix(layer: int, direction: int) -> str:
         return f"_l{layer}" + ("_reverse" if direction else "")
 
-    def _extra_parameters(self, sfx: str, k: float, dtype: np.dtype) -> None:
-        """Hook for per-layer parameters beyond PyTorch's (LSTM peepholes)."""
-
-    def _step(self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str) -> tuple[Any, dict]:
-        """One step of one layer/direction: returns (new state, gates dict); state is h or (h, c)."""
-        raise NotImplementedError
-
     # -- the unrolled loop
-    def forward(self, input: Tensor, hx: Any = None, return_states: bool = False) -> tuple:
+    def forward(self, input: Any, hx: Any = None, return_states: bool = False) -> tuple:
         """Run the sequence: like PyTorch, ``(output, h_n)`` (RNN, GRU) or ``(output, (h_n, c_n))`` (LSTM).
 
-        input: (T, B, I), or (B, T, I) with ``batch_first``, or unbatched (T, I). hx: initial state(s) of shape
-        (num_layers*num_directions, B, H) (unbatched: (num_layers*num_directions, H)); zeros when omitted.
-        output: (T, B, D*H) (batch_first: (B, T, D*H); unbatched: (T, D*H)), the last layer's h at every step,
-        the two directions concatenated. h_n (and c_n): the final state of every layer and direction, in the order
-        l0, l0_reverse, l1, ...
+        input: (T, B, I), or (B, T, I) with ``batch_first``, or unbatched (T, I), or a ``PackedSequence`` of
+        variable-length sequences (``nn.utils.rnn``). hx: initial state(s) of shape (num_layers*num_directions,
+        B, H) (unbatched: (num_layers*num_directions, H)); zeros when omitted. H is proj_size for a projected
+        LSTM's h. output: (T, B, D*H) (batch_first: (B, T, D*H); unbatched: (T, D*H)), the last layer's h at every
+        step, the two directions concatenated; a PackedSequence for a packed input. h_n (and c_n): the final
+        state of every layer and direction, in the order l0, l0_reverse, l1, ...; for a packed input, each
+        sequence's state after its own last step (reverse direction: after step 0), in the caller's batch order.
 
         With ``return_states=True`` a third item is returned: ``states[layer][direction][t]`` is the state after
         input step t (h for RNN/GRU, (h, c) for LSTM), each (B, H) or (H,) and part of the graph, so one can
-        ``retain_grad()`` on it before ``backward`` to study how gradients flow back through time.
+        ``retain_grad()`` on it before ``backward`` to study how gradients flow back through time. For a packed
+        input it holds the rows of the sequences that have a step t, in sorted order (``sorted_indices``).
         """
         owner = type(self).__name__
-        x = _as_tensor(input, owner, "input")
         dtype = self.weight_ih_l0.dtype
-        if x.ndim not in (2, 3):
-            raise ValueError(f"{owner}: expected a 2-D (unbatched) or 3-D input, got shape {x.shape}")
+        packed = input if isinstance(input, PackedSequence) else None
+        if packed is not None:
+            x, sizes, order, unorder = _check_packed(packed, owner)
+            if x.ndim != 2:
+                raise ValueError(f"{owner}: a PackedSequence's data must be 2-D (rows, features), got {x.shape}")
+            batched, B = True, int(sizes[0])
+            if order is None:
+                order = np.arange(B)
+        else:
+            x = self._tensor(input, "input")
+            if x.ndim not in (2, 3):
+                raise ValueError(f"{owner}: expected a 2-D (unbatched) or 3-D input, got shape {x.shape}")
+            batched, sizes, order, unorder = x.ndim == 3, None, None, None
+            shape = x.shape
+            if batched and self.batch_first:
+                x = x.transpose(1, 0, 2)
+            if x.shape[0] == 0:
+                raise ValueError(f"{owner}: the input sequence is empty (shape {shape})")
+            B = x.shape[1] if batched else None
         if x.shape[-1] != self.input_size:
             raise ValueError(f"{owner}: input has {x.shape[-1]} features, expected input_size={self.input_size}")
         _check_dtype(owner, "input", x, dtype)
-        batched = x.ndim == 3
-        if batched and self.batch_first:
-            x = x.transpose(1, 0, 2)
-        T = x.shape[0]
-        if T == 0:
-            raise ValueError(f"{owner}: the input sequence is empty (shape {tuple(input.shape)})")
-        D, L, H = (2 if self.bidirectional else 1), self.num_layers, self.hidden_size
-        state_shape = (L * D, x.shape[1], H) if batched else (L * D, H)
-        init = self._initial_states(hx, state_shape, dtype, batched)
+        D, L = (2 if self.bidirectional else 1), self.num_layers
+        init = self._initial_states(hx, B, dtype, None if packed is None or unorder is None else order)
 
         split_scopes = L > 1 or D > 1
         finals: list[Any] = []
@@ -465,7 +592,7 @@ class _RNNBase(Module):
             for d in range(D):
                 sfx = self._suffix(layer, d)
                 with scope(f"l{layer}" + ("_reverse" if d else "")) if split_scopes else nullcontext():
-                    hs, states, final = self._run_direction(layer_in, init, layer, d, sfx, return_states)
+                    hs, states, final = self._run_direction(layer_in, init, layer, d, sfx, return_states, sizes, order)
                 outs.append(hs)
                 finals.append(final)
                 layer_states.append(states)
@@ -475,35 +602,45 @@ class _RNNBase(Module):
                 layer_out = layer_out * self._dropout_mask(layer_out)
             layer_in = layer_out
 
-        output = layer_in.transpose(1, 0, 2) if batched and self.batch_first else layer_in
-        result = (output, self._final(finals))
+        if packed is not None:
+            output: Any = PackedSequence(layer_in, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+        else:
+            output = layer_in.transpose(1, 0, 2) if batched and self.batch_first else layer_in
+        final = self._final(finals)
+        if unorder is not None:  # back to the caller's batch order
+            final = tuple(f[:, unorder] for f in final) if isinstance(final, tuple) else final[:, unorder]
+        result = (output, final)
         return (*result, all_states) if return_states else result
 
-    def _initial_states(self, hx: Any, shape: tuple, dtype: np.dtype, batched: bool) -> list[Any]:
-        """Split hx into one initial state per layer/direction (zeros when hx is None)."""
-        n = shape[0]
+    def _initial_states(self, hx: Any, batch: int | None, dtype: np.dtype, order: np.ndarray | None) -> list[Any]:
+        """Split hx into one initial state per layer/direction (zeros when hx is None); ``order`` sorts the
+        batch of a packed input."""
+        n = self.num_layers * (2 if self.bidirectional else 1)
+        lead = (n,) if batch is None else (n, batch)
+        names = ("h0", "c0")
+        sizes = self._state_sizes()
         if hx is None:
-            zeros = np.zeros(shape[1:], dtype)  # one array, read only, behind every named initial state
-            h0, c0 = Tensor(zeros, name="h0"), Tensor(zeros, name="c0")
-            return [(h0, c0) if self._kind == "lstm" else h0] * n
-        parts = self._hx_parts(hx)
+            # one read-only array per size behind every named initial state
+            zeros = {size: np.zeros((*lead[1:], size), dtype) for size in set(sizes)}
+            parts = [Tensor(zeros[size], name=name) for name, size in zip(names, sizes)]
+            return [parts[0] if len(parts) == 1 else tuple(parts)] * n
         owner = type(self).__name__
         checked = []
-        for name, s in parts:
-            s = _as_tensor(s, owner, name)
+        for (name, s), size in zip(self._hx_parts(hx, names), sizes):
+            s = self._tensor(s, name)
+            shape = (*lead, size)
             if s.shape != shape:
-                kind = "batched 3-D" if batched else "unbatched 2-D"
+                kind = "batched 3-D" if batch is not None else "unbatched 2-D"
                 raise ValueError(f"{owner}: {name} must have shape {shape} for a {kind} input, got {s.shape}")
             _check_dtype(owner, name, s, dtype)
-            checked.append(s)
+            checked.append(s if order is None else s[:, order])
         if len(checked) == 1:
             return [checked[0][k] for k in range(n)]
         return [(checked[0][k], checked[1][k]) for k in range(n)]
 
-    def _hx_parts(self, hx: Any) -> list[tuple[str, Any]]:
-        return [("h0", hx)]
-
     def _final(self, finals: list[Any]) -> Any:
+        if isinstance(finals[0], tuple):
+            return stack([s[0] for s in finals], axis=0), stack([s[1] for s in finals], axis=0)
         return stack(finals, axis=0)
 
     def _dropout_mask(self, like: Tensor) -> Tensor:
@@ -515,13 +652,23 @@ class _RNNBase(Module):
         return Tensor((keep / (1.0 - p)).astype(like.dtype))
 
     def _run_direction(
-        self, x: Tensor, init: list[Any], layer: int, d: int, sfx: str, keep_states: bool
+        self,
+        x: Tensor,
+        init: list[Any],
+        layer: int,
+        d: int,
+        sfx: str,
+        keep_states: bool,
+        sizes: np.ndarray | None = None,
+        order: np.ndarray | None = None,
     ) -> tuple[Tensor, list[Any], Any]:
-        """Unroll one layer in one direction over x (T, [B,] I_l).
+        """Unroll one layer in one direction over x (T, [B,] I_l), or over packed rows (N, I_l) whose step t has
+        ``sizes[t]`` rows (the sequences ``order[:sizes[t]]`` of the caller's batch).
 
-        Returns (h at every step stacked, the state after each step if ``keep_states`` else [], final state).
+        Returns (h at every step: stacked (T, [B,] H), or packed rows (N, H); the state after each step if
+        ``keep_states`` else []; the final state).
         """
-        T = x.shape[0]
+        T = x.shape[0] if sizes is None else len(sizes)
         w_ih = getattr(self, "weight_ih" + sfx)
         w_hh = getattr(self, "weight_hh" + sfx)
         b_ih = getattr(self, "bias_ih" + sfx, None)
@@ -530,38 +677,43 @@ class _RNNBase(Module):
         xw_all = affine(x, w_ih, b_ih + b_hh if b_ih is not None and self._fold_bias else b_ih)
         step_b_hh = None if self._fold_bias else b_hh
         state = init[layer * (2 if self.bidirectional else 1) + d]
+        if sizes is not None:
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            init_state, ended = state, []
+            if d:  # the reverse pass starts at the last step, which only the longest sequences have
+                state = _rows(state, 0, int(sizes[-1]))
         hs: list[Any] = [None] * T
         states: list[Any] = [None] * T if keep_states else []
         for t in range(T - 1, -1, -1) if d else range(T):
+            if sizes is None:
+                xw = xw_all[t]
+            else:
+                n, have = int(sizes[t]), (state[0] if isinstance(state, tuple) else state).shape[0]
+                xw = xw_all[int(starts[t]) : int(starts[t]) + n]
+                if n < have:  # forward: the sequences of length t ended at step t-1; keep their final state
+                    ended.append(_rows(state, n, have))
+                    state = _rows(state, 0, n)
+                elif n > have:  # reverse: the sequences of length t+1 start here, from their initial state
+                    state = _join(state, _rows(init_state, have, n))
             with scope(f"t={t}"), scope("cell"):
-                state, gates = self._step(xw_all[t], state, w_hh, step_b_hh, sfx)
+                state, gates = self._step(xw, state, w_hh, step_b_hh, sfx)
             h = state[0] if isinstance(state, tuple) else state
             hs[t] = h
             if keep_states:
                 states[t] = state
             if STEP_OBSERVERS:
-                _notify(self, self._kind, layer, d, t, h, state[1] if isinstance(state, tuple) else None, gates)
-        return stack(hs, axis=0), states, state
-
-    def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if not self.bias:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
-        return s
+                c = state[1] if isinstance(state, tuple) else None
+                rows = None if sizes is None else order[: int(sizes[t])]
+                _notify(self, self._kind, layer, d, t, h, c, gates, rows, None if sizes is None else len(order))
+        if sizes is None:
+            return stack(hs, axis=0), states, state
+        if ended:  # rows back in sorted order: the longest sequences (still running) first
+            state = _join(state, *reversed(ended))
+        return cat(hs, axis=0), states, state
 
 
-class RNN(_RNNBase):
+class RNN(_RNNKind, _RNNBase):
     """Multi-layer Elman RNN (tanh or relu), PyTorch's ``nn.RNN``; see ``_RNNBase.forward`` for the call."""
-
-    _kind = "rnn"
 
     def __init__(
         self,
@@ -575,41 +727,24 @@ class RNN(_RNNBase):
         bidirectional: bool = False,
         dtype: Any = None,
     ) -> None:
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"RNN: unknown nonlinearity {nonlinearity!r}; valid names are 'tanh', 'relu'")
-        self.nonlinearity = nonlinearity
-        self._act = ACTIVATIONS[nonlinearity]
+        self._options("RNN", nonlinearity)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype)
 
-    def _step(self, xw, state, w_hh, b_hh, sfx):
-        return rnn_step(xw, state, w_hh, b_hh, self._act), {}
 
-    def extra_repr(self) -> str:
-        return super().extra_repr() + ("" if self.nonlinearity == "tanh" else f", nonlinearity={self.nonlinearity!r}")
-
-
-class GRU(_RNNBase):
+class GRU(_GRUKind, _RNNBase):
     """Multi-layer GRU, PyTorch's ``nn.GRU``; see ``_RNNBase.forward`` for the call."""
 
-    _kind = "gru"
-    _chunks = 3
-    _fold_bias = False
 
-    def _step(self, xw, state, w_hh, b_hh, sfx):
-        h, (r, z, n) = gru_step(xw, state, w_hh, b_hh)
-        return h, {"r": r, "z": z, "n": n}
+class LSTM(_LSTMKind, _RNNBase):
+    """Multi-layer LSTM, PyTorch's ``nn.LSTM`` (with ``proj_size``), plus optional peepholes and pluggable activations.
 
-
-class LSTM(_RNNBase):
-    """Multi-layer LSTM, PyTorch's ``nn.LSTM``, plus optional peepholes and pluggable activations.
-
-    ``peephole``, ``gate_activation`` and ``cell_activation`` mean what they mean for ``LSTMCell``; peephole
-    weights are named ``weight_ci_l0``, ``weight_cf_l0``, ``weight_co_l0`` (``..._reverse``). The call returns
-    ``(output, (h_n, c_n))``; see ``_RNNBase.forward``.
+    ``proj_size=P > 0`` projects each layer's h to P units with ``weight_hr_l{k}`` (P, H), as PyTorch: h_n is
+    (L*D, B, P), c_n (L*D, B, H), the output (T, B, D*P), and ``weight_hh_l{k}`` is (4H, P); a torch
+    ``nn.LSTM(..., proj_size=P)`` state dict loads as is. ``peephole``, ``gate_activation`` and
+    ``cell_activation`` mean what they mean for ``LSTMCell``; peephole weights are named ``weight_ci_l0``,
+    ``weight_cf_l0``, ``weight_co_l0`` (``..._reverse``). The call returns ``(output, (h_n, c_n))``; see
+    ``_RNNBase.forward``.
     """
-
-    _kind = "lstm"
-    _chunks = 4
 
     def __init__(
         self,
@@ -620,46 +755,14 @@ class LSTM(_RNNBase):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
         peephole: bool = False,
         gate_activation: str | Activation = "sigmoid",
         cell_activation: str | Activation = "tanh",
         dtype: Any = None,
     ) -> None:
-        self._gate_fn, self._elementwise = _activation(gate_activation, "gate_activation", "LSTM")
-        self._cell_fn, _ = _activation(cell_activation, "cell_activation", "LSTM")
-        self.peephole = bool(peephole)
-        self.gate_activation, self.cell_activation = gate_activation, cell_activation
+        self._options("LSTM", peephole, gate_activation, cell_activation)
+        self.proj_size = _check_size("LSTM", "proj_size", proj_size, minimum=0)
+        if self.proj_size and isinstance(hidden_size, numbers.Integral) and self.proj_size >= hidden_size:
+            raise ValueError(f"LSTM: proj_size must be smaller than hidden_size, got {proj_size} >= {hidden_size}")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype)
-
-    def _extra_parameters(self, sfx: str, k: float, dtype: np.dtype) -> None:
-        if self.peephole:
-            for name in ("weight_ci", "weight_cf", "weight_co"):
-                setattr(self, name + sfx, _uniform((self.hidden_size,), k, dtype))
-
-    def _hx_parts(self, hx: Any) -> list[tuple[str, Any]]:
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError(f"LSTM: hx must be a pair (h0, c0), got {type(hx).__name__}")
-        return [("h0", hx[0]), ("c0", hx[1])]
-
-    def _final(self, finals: list[Any]) -> Any:
-        return stack([s[0] for s in finals], axis=0), stack([s[1] for s in finals], axis=0)
-
-    def _step(self, xw, state, w_hh, b_hh, sfx):
-        h, c = state
-        peep = None
-        if self.peephole:
-            peep = (
-                getattr(self, "weight_ci" + sfx),
-                getattr(self, "weight_cf" + sfx),
-                getattr(self, "weight_co" + sfx),
-            )
-        h, c, (i, f, g, o) = lstm_step(xw, h, c, w_hh, b_hh, peep, self._gate_fn, self._cell_fn, self._elementwise)
-        return (h, c), {"i": i, "f": f, "g": g, "o": o}
-
-    def extra_repr(self) -> str:
-        s = super().extra_repr() + (", peephole=True" if self.peephole else "")
-        if self.gate_activation != "sigmoid":
-            s += f", gate_activation={self.gate_activation!r}"
-        if self.cell_activation != "tanh":
-            s += f", cell_activation={self.cell_activation!r}"
-        return s
