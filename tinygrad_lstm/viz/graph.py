@@ -89,7 +89,9 @@ def norm(g: Any) -> float | None:
     if g is None:
         return None
     a = np.asarray(g, dtype=np.float64).ravel()
-    v = float(a @ a)
+    # A plain reduction, not BLAS's dot: on a busy machine a threaded ddot took 16 ms for 32k entries (a
+    # 1000-step sequence has a thousand such slice gradients), the reduction 0.02 ms.
+    v = float(np.square(a).sum())
     if math.isfinite(v):
         return math.sqrt(v)
     if np.isnan(a).any():
