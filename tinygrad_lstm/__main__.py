@@ -38,7 +38,7 @@ def _graph_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def _graph_model(args: argparse.Namespace):
+def _graph_model(args: argparse.Namespace, who: str = "graph"):
     """A tiny model (inside a container so scopes and names read ``lstm``, ``lstm.weight_hh_l0``) and its loss."""
     from . import Tensor, manual_seed, nn
 
@@ -46,7 +46,7 @@ def _graph_model(args: argparse.Namespace):
     n, h, b, t = args.input, args.hidden, args.batch, args.steps
     for name, v in (("--input", n), ("--hidden", h), ("--batch", b), ("--steps", t)):
         if v < 1:
-            raise ValueError(f"graph: {name} must be >= 1, got {v}")
+            raise ValueError(f"{who}: {name} must be >= 1, got {v}")
 
     class Model(nn.Module):
         """The drawn model: one layer named after --model, and a squared-output loss."""
@@ -96,6 +96,45 @@ def _graph_run(args: argparse.Namespace) -> int:
         )
     except (ValueError, TypeError, RuntimeError) as e:
         print(f"tinygrad-lstm graph: error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ explore
+
+
+def _explore_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of ``explore``: which tiny model to unroll, and where to write the page."""
+    p.add_argument("--model", choices=("lstm", "gru", "rnn", "mlp"), default="lstm", help="the model to explore")
+    p.add_argument("--steps", type=int, default=50, help="time steps to unroll (recurrent models)")
+    p.add_argument("--hidden", type=int, default=4, help="hidden size")
+    p.add_argument("--input", type=int, default=3, help="input size")
+    p.add_argument("--batch", type=int, default=2, help="batch size")
+    p.add_argument("--seed", type=int, default=0, help="random seed for weights and data")
+    p.add_argument("--out", default=None, help="output file (one self-contained .html); default graph_<model>.html")
+    return p
+
+
+def _explore_run(args: argparse.Namespace) -> int:
+    """Build the tiny model, record its steps, run forward and backward(retain_graph=True), write the page."""
+    from . import bptt, viz
+
+    try:
+        out = Path(args.out or f"graph_{args.model}.html")
+        if out.is_dir():
+            raise ValueError(f"explore: --out {out} is a directory; give a file name such as graph.html")
+        if not out.parent.is_dir():
+            what = "is a file, not a directory" if out.parent.exists() else "does not exist"
+            raise ValueError(f"explore: --out {out}: {out.parent} {what}")
+        x, model = _graph_model(args, "explore")
+        with bptt.record() as rec:
+            # forward() directly, not model(x): the container adds no scope, so clusters read lstm > t=k > cell.
+            loss = model.forward(x)
+            loss.backward(retain_graph=True)
+        path = viz.explore(loss, recording=rec if args.model != "mlp" else None).save(out)
+    except (ValueError, TypeError, RuntimeError, OSError) as e:
+        print(f"tinygrad-lstm explore: error: {e}", file=sys.stderr)
         return 2
     print(path)
     return 0
@@ -152,6 +191,12 @@ SUBCOMMANDS: list[Subcommand] = [
         _graph_run,
     ),
     ("bptt", "compare gradient flow through time for RNN, LSTM and GRU cells", _bptt_arguments, _bptt_run),
+    (
+        "explore",
+        "write an interactive page of a tiny model's graph: fold/unfold steps, forward/backward, gradients",
+        _explore_arguments,
+        _explore_run,
+    ),
 ]
 
 
