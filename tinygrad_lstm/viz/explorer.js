@@ -18,7 +18,7 @@
   const BLOCK = /^t=(-?\d+)\.\.(-?\d+)$/;
 
   let D = null, viz = null;
-  const S = { view: "forward", expanded: new Set(), step: null, pinned: null, drawn: null, rendering: null };
+  const S = { view: "forward", expanded: new Set(), step: null, pinned: null, drawn: null, rendering: null, zoom: "fit" };
   const $ = (id) => document.getElementById(id);
 
   function num(x) { return x === "NaN" ? NaN : x === "Inf" ? Infinity : x === "-Inf" ? -Infinity : x; }
@@ -377,6 +377,7 @@
         const host = $("graph");
         host.replaceChildren(svg);
         S.drawn = model;
+        applyZoom();
         const ms = performance.now() - t0;
         api.lastLayoutMs = ms;
         status(`${S.view}: ${model.drawn.size} nodes drawn of ${model.V.n} (${ms.toFixed(0)} ms)`);
@@ -409,6 +410,26 @@
       const title = g.querySelector("title");
       if (title) { const [a, b] = title.textContent.split("->"); g._ends = [a, b]; title.remove(); }
     });
+  }
+
+  // Zoom: a factor, or "fit" (the drawing's width fits the pane, never enlarged).
+  function applyZoom() {
+    const svg = $("graph").querySelector("svg");
+    if (!svg) return;
+    if (!svg.dataset.w) { svg.dataset.w = parseFloat(svg.getAttribute("width")); svg.dataset.h = parseFloat(svg.getAttribute("height")); }
+    const w = Number(svg.dataset.w) * 4 / 3, h = Number(svg.dataset.h) * 4 / 3; // pt -> px
+    const pane = $("graph").clientWidth - 20;
+    const z = S.zoom === "fit" ? Math.max(0.3, Math.min(1, pane / w)) : S.zoom;
+    svg.setAttribute("width", (w * z).toFixed(0) + "px");
+    svg.setAttribute("height", (h * z).toFixed(0) + "px");
+    $("zoom-label").textContent = Math.round(z * 100) + "%";
+    api.zoom = z;
+  }
+
+  function setZoom(z) {
+    if (z !== "fit" && !(typeof z === "number" && z > 0)) throw new Error(`graphExplorer.setZoom: a factor > 0 or "fit", got ${JSON.stringify(z)}`);
+    S.zoom = z;
+    applyZoom();
   }
 
   function nodeReached(d, V) {
@@ -505,6 +526,7 @@
   }
 
   // A small log-scale line plot as SVG text; points carry data-t.
+  const PLOTS = [];
   function linePlot(ts, ys, W, H, mark, cls) {
     const pts = ts.map((t, k) => [t, ys[k]]).filter(([, y]) => y !== null && Number.isFinite(y) && y > 0);
     if (!pts.length) return '<p class="hint">no finite positive gradient norms to plot</p>';
@@ -518,7 +540,9 @@
     const dots = pts.length <= 400
       ? pts.map(([t, y]) => `<circle class="pt${t === mark ? " hl" : ""}" data-t="${t}" cx="${X(t).toFixed(1)}" cy="${Y(y).toFixed(1)}" r="${t === mark ? 5 : 2.5}" fill="#2b6cb0"><title>t=${t}: ${fmt(y)}</title></circle>`).join("")
       : "";
-    return `<svg class="plot ${cls}" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">` +
+    // The mapping is kept so that a step can be marked, and the plot hovered, where there are no dots.
+    const key = PLOTS.push({ X, Y, ts: pts.map((p) => p[0]), ys: new Map(pts), L, R: W - R }) - 1;
+    return `<svg class="plot ${cls}" data-key="${key}" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">` +
       `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#999"/><line x1="${L}" y1="${Tp}" x2="${L}" y2="${H - B}" stroke="#999"/>` +
       `<text x="${L - 4}" y="${Tp + 8}" text-anchor="end">${(10 ** hi).toExponential(0)}</text>` +
       `<text x="${L - 4}" y="${H - B}" text-anchor="end">${(10 ** lo).toExponential(0)}</text>` +
@@ -540,6 +564,13 @@
       if (s !== undefined && D.scopeList[s].t === t) g.classList.toggle("hl", on);
     });
     $("rec").querySelectorAll(`.pt[data-t="${t}"]`).forEach((c) => { c.classList.toggle("hl", on); c.setAttribute("r", on ? 5 : 2.5); });
+    $("rec").querySelectorAll("svg.plot").forEach((svg) => {
+      let m = svg.querySelector(".marker");
+      const P = PLOTS[Number(svg.dataset.key)], y = P && P.ys.get(t);
+      if (!on || y === undefined) { if (m) m.remove(); return; }
+      if (!m) { m = document.createElementNS("http://www.w3.org/2000/svg", "circle"); m.setAttribute("class", "marker"); m.setAttribute("r", 5); m.setAttribute("fill", "#ff7f0e"); svg.appendChild(m); }
+      m.setAttribute("cx", P.X(t).toFixed(1)); m.setAttribute("cy", P.Y(y).toFixed(1));
+    });
   }
 
   function drawLegend() {
@@ -578,10 +609,14 @@
     showInfo(r.id);
   }
 
-  function focus(sel) {
+  function focus(sel, flash = true) {
     const el = $("graph").querySelector(sel);
     if (!el) return;
-    el.scrollIntoView({ block: "center", inline: "center" });
+    // Centre the element's top in the pane (a tall cluster shows from its label down).
+    const host = $("graph"), r = el.getBoundingClientRect(), hr = host.getBoundingClientRect();
+    host.scrollTop += r.top - hr.top - Math.min(hr.height / 3, Math.max(0, (hr.height - r.height) / 2));
+    host.scrollLeft += r.left - hr.left - Math.max(0, (hr.width - r.width) / 2);
+    if (!flash) return;
     el.classList.add("hl");
     setTimeout(() => el.classList.remove("hl"), 1500);
   }
@@ -598,7 +633,8 @@
   function expand(scope) {
     let s = checkScope(scope, "expand");
     for (; s > 0; s = D.scopeList[s].parent) S.expanded.add(D.scopeList[s].path);
-    return render();
+    // Bring what was unfolded into view.
+    return render().then(() => focus(`g.cluster[data-scope="${CSS.escape(scope)}"]`, false));
   }
 
   function collapse(scope) {
@@ -659,7 +695,7 @@
   }
 
   const api = {
-    expand, collapse, expandAll, collapseAll, visibleNodes, info, setView, setStep, search,
+    expand, collapse, expandAll, collapseAll, visibleNodes, info, setView, setStep, search, setZoom,
     dot: () => toDot(layoutModel()),
     get view() { return S.view; },
     get step() { return S.step; },
@@ -696,17 +732,37 @@
       const sc = ev.target.closest("[data-scope]");
       if (sc) { const s = D.scopeIndex.get(sc.dataset.scope); if (s !== undefined && D.scopeList[s].t !== null) highlightStep(D.scopeList[s].t, false); }
     });
-    $("rec").addEventListener("mouseover", (ev) => { const p = ev.target.closest(".pt"); if (p) highlightStep(Number(p.dataset.t), true); });
-    $("rec").addEventListener("mouseout", (ev) => { const p = ev.target.closest(".pt"); if (p) highlightStep(Number(p.dataset.t), false); });
-    $("rec").addEventListener("click", (ev) => {
-      const p = ev.target.closest(".pt");
-      if (!p) return;
-      const t = Number(p.dataset.t);
-      const s = D.scopeList.find((x) => x.t === t);
-      if (s) focus(`[data-scope="${CSS.escape(s.path)}"]`);
+    // Hovering a plot marks the nearest step's box (and the point); leaving it clears the mark.
+    let hovered = null;
+    $("rec").addEventListener("mousemove", (ev) => {
+      const svg = ev.target.closest("svg.plot");
+      if (!svg) return;
+      const P = PLOTS[Number(svg.dataset.key)], r = svg.getBoundingClientRect(), x = ev.clientX - r.left;
+      let best = null;
+      for (const t of P.ts) if (best === null || Math.abs(P.X(t) - x) < Math.abs(P.X(best) - x)) best = t;
+      if (best === hovered) return;
+      if (hovered !== null) highlightStep(hovered, false);
+      hovered = best;
+      if (best !== null) highlightStep(best, true);
+    });
+    $("rec").addEventListener("mouseleave", () => { if (hovered !== null) highlightStep(hovered, false); hovered = null; });
+    // Clicking the plot scrolls to that step (its box, or the folded block that holds it).
+    $("rec").addEventListener("click", () => {
+      if (hovered === null) return;
+      for (const el of $("graph").querySelectorAll("[data-scope]")) {
+        const sc = D.scopeList[D.scopeIndex.get(el.dataset.scope)];
+        if (sc && (sc.t === hovered || (sc.block && sc.block[0] <= hovered && hovered <= sc.block[1]))) {
+          focus(`[data-scope="${CSS.escape(sc.path)}"]`);
+          return;
+        }
+      }
     });
     document.querySelectorAll("[data-view]").forEach((b) => b.addEventListener("click", () => setView(b.dataset.view)));
     $("fold-all").addEventListener("click", () => collapseAll());
+    $("zoom-out").addEventListener("click", () => setZoom(Math.max(0.1, (api.zoom || 1) / 1.25)));
+    $("zoom-in").addEventListener("click", () => setZoom(Math.min(4, (api.zoom || 1) * 1.25)));
+    $("zoom-fit").addEventListener("click", () => setZoom("fit"));
+    window.addEventListener("resize", () => { if (S.zoom === "fit") applyZoom(); });
     $("unfold-all").addEventListener("click", () => expandAll());
     const slider = $("step");
     if (D.steps.length) {
