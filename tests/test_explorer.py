@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import html
 import json
 import re
 import subprocess
@@ -132,7 +133,8 @@ def test_bad_arguments(tmp_path):
 def test_repr_html_is_an_isolated_frame():
     _, loss, _ = lstm_loss(T=2)
     text = viz.explore(loss)._repr_html_()
-    assert text.startswith("<iframe srcdoc=") and "<script" not in text  # the page is escaped inside srcdoc
+    assert text.startswith('<iframe srcdoc="') and "<script" not in text  # the page is escaped inside srcdoc
+    assert html.unescape(text.split('"')[1]) == viz.explore(loss).html()
 
 
 def test_importing_the_package_does_not_import_the_explorer():

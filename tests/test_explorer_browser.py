@@ -247,3 +247,23 @@ def test_thousand_steps_size_and_speed(browser, tmp_path, shots):
     assert errors(browser) == []
     print(f"1000-step LSTM page: {size / 1e6:.2f} MB, interactive in {interactive:.2f} s {timings}")
     print(f"unfolding t=500 laid out in {unfold_ms:.0f} ms")
+
+
+def test_inline_frame_for_jupyter_works(browser, tmp_path, shots):
+    _, loss, _ = build(4, "gru")
+    host = tmp_path / "notebook.html"
+    # a UTF-8 host document, as a Jupyter notebook is
+    html = (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{viz.explore(loss)._repr_html_()}</body></html>'
+    )
+    host.write_text(html, encoding="utf-8")
+    browser.get(host.as_uri())
+    browser.switch_to.frame(browser.find_element("css selector", "iframe"))
+    try:
+        browser.execute_script("return window.graphExplorer.ready")
+        ids = visible(browser)
+        assert any(i.startswith("op") for i in ids) and not any(i.startswith("box:") for i in ids)  # 4 steps: open
+    finally:
+        browser.switch_to.default_content()
+    browser.save_screenshot(str(shots / "explorer-jupyter-frame.png"))
+    assert errors(browser) == []

@@ -127,6 +127,17 @@ class Explorer:
             tcols["grad"].append(_num(g))
             tcols["seq"].append(ctx.seq if ctx is not None else -1)
 
+        # The two views' edges carry the same gradient arrays (an op's grads_in): take each norm once.
+        norms: dict[int, Any] = {}
+
+        def edge_norm(raw: Any) -> Any:
+            if raw is None:
+                return None
+            k = id(raw)
+            if k not in norms:
+                norms[k] = _num(_graph.norm(raw))
+            return norms[k]
+
         views = {}
         for view in ("forward", "backward"):
             full = _graph.build(roots, view, show_values, tensors)
@@ -148,7 +159,7 @@ class Explorer:
             for e in full.edges:
                 ecols["src"].append(pos[e.src])
                 ecols["dst"].append(pos[e.dst])
-                ecols["grad"].append(_num(_graph.norm(e.raw)))
+                ecols["grad"].append(edge_norm(e.raw))
                 ecols["shape"].append(strings(e.shape))
                 ecols["style"].append(0 if e.style == "solid" else 1)
                 ecols["label"].append(strings(e.label))
@@ -264,10 +275,14 @@ class Explorer:
         return path
 
     def _repr_html_(self) -> str:
-        # An iframe keeps the page's script and its window.graphExplorer apart from the notebook's.
+        # An iframe keeps the page's script and its window.graphExplorer apart from the notebook's. srcdoc (not
+        # a data: URL, where the WebAssembly loader finds no base URL); the page's characters stay raw, so the
+        # host document must be UTF-8, as Jupyter's is (character references to U+0080-U+009F would be
+        # remapped by HTML parsers, and the vendored script embeds its WebAssembly in such characters).
         return (
             f'<iframe srcdoc="{html.escape(self.html(), quote=True)}" '
-            'style="width:100%;height:720px;border:1px solid #ccc" sandbox="allow-scripts"></iframe>'
+            'style="width:100%;height:720px;border:1px solid #ccc" sandbox="allow-scripts" '
+            'title="tinygrad_lstm graph explorer"></iframe>'
         )
 
 
