@@ -217,13 +217,18 @@ def test_search_and_recording_link(browser, page, shots):
     box.clear()
     box.send_keys("weight_hh_l0")
     items = wait_for(lambda: browser.find_elements("css selector", "#results li"))
-    assert any("lstm.weight_hh_l0" in li.text for li in items)
+    assert "lstm.weight_hh_l0" in items[0].text
+    # a state's name finds that state at every step, first
+    found = js(browser, "return window.graphExplorer.search('h')")
+    assert all(r["text"].endswith("'h'") for r in found[:10]) and found[0]["where"] == "lstm/t=0/cell"
     # the recording's plot beside the graph: hovering a point marks that step's box
     from selenium.webdriver import ActionChains
 
     point = browser.find_element("css selector", '#rec circle.pt[data-t="10"]')
     ActionChains(browser).move_to_element(point).perform()
-    wait_for(lambda: browser.find_elements("css selector", 'g.node.hl[data-scope="lstm/t=10"]'))
+    linked = wait_for(lambda: browser.find_elements("css selector", 'g.node.hl[data-scope="lstm/t=10"]'))[0]
+    js(browser, "arguments[0].scrollIntoView({block: 'center'})", linked)
+    ActionChains(browser).move_to_element(point).perform()
     browser.save_screenshot(str(shots / "explorer-recording.png"))
     assert errors(browser) == []
 

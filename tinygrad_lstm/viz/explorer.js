@@ -291,7 +291,7 @@
       case "op": case "vjp": Object.assign(a, { shape: "ellipse", fontsize: "9" }); break;
       case "sum": Object.assign(a, { shape: "circle", fontsize: "9", fillcolor: '"#fff3c4"' }); break;
       case "seed": Object.assign(a, { shape: "box", fillcolor: '"#d9f2d9"' }); break;
-      case "box": Object.assign(a, { shape: "box3d", fillcolor: '"#f3f3f3"' }); break;
+      case "box": Object.assign(a, { shape: "box3d", fillcolor: '"#f3f3f3"', margin: '"0.14,0.06"' }); break;
       case "detached": Object.assign(a, { shape: "box", style: '"dashed,filled"', fillcolor: '"#f7f7f7"' }); break;
     }
     if (d.index !== undefined && V.nodes.root[d.index]) a.peripheries = "2";
@@ -591,14 +591,17 @@
       out.push({ what: "scope", scope: s.path, text: s.path });
       if (out.length >= 30) return out;
     }
-    const V = D.views[S.view], T = D.tensors;
-    for (let i = 0; i < V.n && out.length < 60; i++) {
+    // Nodes: exact names first (a parameter, a tensor named "h"), then labels that contain the text.
+    const V = D.views[S.view], T = D.tensors, exact = [], partial = [];
+    for (let i = 0; i < V.n && exact.length < 60; i++) {
       const first = D.strings[V.nodes.label[i]].split("\n")[0];
       const ti = V.nodes.tensor[i];
-      const name = ti >= 0 ? D.strings[T.name[ti]] : "";
-      if (first.toLowerCase().includes(q) || (name && name.toLowerCase() === q)) out.push({ what: "node", id: V.nodes.id[i], text: first, where: D.scopeList[V.scope[i]].path });
+      const name = (ti >= 0 ? D.strings[T.name[ti]] : "").toLowerCase();
+      const hit = { what: "node", id: V.nodes.id[i], text: first, where: D.scopeList[V.scope[i]].path };
+      if (name === q || name.endsWith("." + q) || first.toLowerCase() === q) exact.push(hit);
+      else if (partial.length < 60 && (first.toLowerCase().includes(q) || name.includes(q))) partial.push(hit);
     }
-    return out;
+    return out.concat(exact, partial).slice(0, 60);
   }
 
   async function reveal(r) {
