@@ -99,6 +99,12 @@ def test_page_data_is_the_engines_graph(tmp_path):
     assert names == ["c", "h"] and all(s["t"] == [0, 1, 2] for s in data["series"])
 
 
+def test_show_values_puts_summaries_in_the_labels():
+    _, loss, _ = lstm_loss(T=2)
+    plain, values = (page_data(viz.explore(loss, show_values=v).html()) for v in (False, True))
+    assert not any("mean " in s for s in plain["strings"]) and any("mean " in s for s in values["strings"])
+
+
 def test_recording_goes_into_the_page():
     _, loss, rec = lstm_loss(T=5, record=True)
     data = page_data(viz.explore(loss, recording=rec).html())

@@ -144,7 +144,7 @@ def test_click_box_unfolds_and_frame_folds(browser, page, shots):
     assert errors(browser) == []
 
 
-def test_info_is_the_engines_gradient_norm(browser, page):
+def test_info_is_the_engines_gradient_norm(browser, page, shots):
     m, loss, ex, path = page
     open_page(browser, path)
     w = m.lstm.weight_hh_l0
@@ -156,6 +156,7 @@ def test_info_is_the_engines_gradient_norm(browser, page):
         got = js(browser, "return window.graphExplorer.info(arguments[0])", ex.node_id(h, view))
         assert got["grad_norm"] == pytest.approx(float(np.linalg.norm(h._ctx.grad_out.astype(np.float64))), rel=1e-10)
         assert got["scope"] == "lstm/t=42/cell" and got["t"] == 42
+        assert got["inputs"] == [str(tuple(p.shape)) for p in h._ctx.parents] and got["shape"] == "(2, 4)"
         assert got["min"] == pytest.approx(float(h.data.min()), rel=1e-5)
         assert got["max"] == pytest.approx(float(h.data.max()), rel=1e-5)
         # a state: its gradient norm through time, one point per step, equal to the engine's at each step
@@ -167,6 +168,7 @@ def test_info_is_the_engines_gradient_norm(browser, page):
     panel = browser.find_element("id", "info").text
     assert "gradient norm" in panel and f"{np.linalg.norm(h._ctx.grad_out):.2e}" in panel
     assert browser.find_elements("css selector", "#info svg.plot circle")
+    browser.save_screenshot(str(shots / "explorer-info.png"))
 
 
 def test_backward_view_and_slider(browser, page, shots):

@@ -494,6 +494,12 @@
           dtype: D.strings[T.dtype[ti]], min: T.min[ti], mean: T.mean[ti], max: T.max[ti], seq: T.seq[ti],
           tensor_grad_norm: T.grad[ti],
         });
+        // The shapes going in: the tensors on the node's incoming forward edges.
+        const F = D.views.forward, fi = F.byId.get("op" + T.seq[ti]);
+        if (fi !== undefined) {
+          if (!F.inEdges) { F.inEdges = new Map(); F.edges.dst.forEach((d, k) => { if (!F.inEdges.has(d)) F.inEdges.set(d, []); F.inEdges.get(d).push(k); }); }
+          out.inputs = (F.inEdges.get(fi) || []).map((k) => D.strings[F.edges.shape[k]]);
+        }
         const s = D.seriesOf.get(ti);
         if (s) out.series = { name: s.series.name, t: s.series.t, grad_norm: s.series.tensor.map((x) => T.grad[x]) };
       } else {
@@ -518,10 +524,11 @@
     row("op", x.op + (x.kind === "vjp" ? " (its VJP)" : x.kind === "sum" ? " (sum of gradients)" : x.kind === "acc" ? " (AccumulateGrad)" : ""));
     if (x.name) row("name", x.name);
     row("scope", x.scope || "(top level)");
+    if (x.inputs && x.inputs.length) row("inputs", x.inputs.join(", "));
     if (x.shape !== undefined) { row("shape", x.shape); row("dtype", x.dtype); row("min / mean / max", `${fmtv(x.min)} / ${fmtv(x.mean)} / ${fmtv(x.max)}`); }
     row("gradient norm", x.grad_norm === null ? "none" : fmt(x.grad_norm));
     let plot = "";
-    if (x.series) plot = `<h3>||grad|| of ${html(x.series.name)} over time</h3>` + linePlot(x.series.t, x.series.grad_norm, 300, 120, x.t, "info");
+    if (x.series) plot = `<h3>||grad|| of ${html(x.series.name)} over time</h3>` + linePlot(x.series.t, x.series.grad_norm, 290, 120, x.t, "info");
     el.innerHTML = `<h3>${html(x.label.split("\n")[0])}</h3><table>${rows.join("")}</table>${plot}`;
   }
 
@@ -554,7 +561,7 @@
     if (!D.recording || !D.recording.length) return;
     const el = $("rec");
     el.hidden = false;
-    el.innerHTML = D.recording.map((r) => `<h3>${html(r.label)}</h3>` + linePlot(r.t, r.norm.map(num), 310, 150, null, "rec")).join("");
+    el.innerHTML = D.recording.map((r) => `<h3>${html(r.label)}</h3>` + linePlot(r.t, r.norm.map(num), 290, 150, null, "rec")).join("");
   }
 
   function highlightStep(t, on) {
