@@ -169,3 +169,17 @@ def test_cli_explore(tmp_path, capsys):
         assert main(["explore", *argv]) == 2
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_nan_gradients_and_no_backward():
+    manual_seed(0)
+    lstm = nn.LSTM(3, 4)
+    out, _ = lstm(Tensor.randn(3, 2, 3))
+    before = page_data(viz.explore(out.sum()).html())  # no backward yet: a page without gradients
+    assert all(g is None for g in before["views"]["forward"]["nodes"]["grad"])
+    out.register_hook(lambda g: np.full_like(g, np.nan))
+    loss = out.sum()
+    loss.backward(retain_graph=True)
+    data = page_data(viz.explore(loss).html())  # strict JSON: NaN travels as a string
+    grads = data["views"]["backward"]["nodes"]["grad"]
+    assert "NaN" in grads and not any(isinstance(g, float) and g != g for g in grads)

@@ -274,3 +274,24 @@ def test_inline_frame_for_jupyter_works(browser, tmp_path, shots):
         browser.switch_to.default_content()
     browser.save_screenshot(str(shots / "explorer-jupyter-frame.png"))
     assert errors(browser) == []
+
+
+def test_nan_gradients_are_red(browser, tmp_path):
+    manual_seed(0)
+    lstm = nn.LSTM(3, 4)
+    out, _ = lstm(Tensor.randn(3, 2, 3))
+    out.register_hook(lambda g: np.full_like(g, np.nan))
+    loss = out.sum()
+    loss.backward(retain_graph=True)
+    path = tmp_path / "nan.html"
+    ex = viz.explore(loss, path=path)
+    open_page(browser, path)
+    js(browser, "return window.graphExplorer.setView('backward')")
+    fills = js(
+        browser,
+        "return [...document.querySelectorAll('g.node[data-node] > :is(ellipse, polygon, path)')].map(e => e.getAttribute('fill'))",
+    )
+    assert "#d62728" in fills
+    # (WebDriver turns NaN into null: ask the page itself)
+    assert js(browser, "return Number.isNaN(window.graphExplorer.info(arguments[0]).grad_norm)", ex.node_id(out))
+    assert errors(browser) == []
