@@ -289,7 +289,8 @@ def test_nan_gradients_are_red(browser, tmp_path):
     js(browser, "return window.graphExplorer.setView('backward')")
     fills = js(
         browser,
-        "return [...document.querySelectorAll('g.node[data-node] > :is(ellipse, polygon, path)')].map(e => e.getAttribute('fill'))",
+        "return [...document.querySelectorAll('g.node[data-node] > :is(ellipse, polygon, path)')]"
+        ".map(e => e.getAttribute('fill'))",
     )
     assert "#d62728" in fills
     # (WebDriver turns NaN into null: ask the page itself)
