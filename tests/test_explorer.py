@@ -122,6 +122,8 @@ def test_bad_arguments(tmp_path):
         viz.explore(np.ones(3))
     with pytest.raises(TypeError, match="unknown option"):
         viz.explore(loss, colour="red")
+    with pytest.raises(ValueError, match="view"):
+        viz.explore(loss, view="sideways")
     with pytest.raises(ValueError, match="rankdir"):
         viz.explore(loss, rankdir="XY")
     with pytest.raises(TypeError, match="Recording"):

@@ -284,9 +284,9 @@ def test_nan_gradients_are_red(browser, tmp_path):
     loss = out.sum()
     loss.backward(retain_graph=True)
     path = tmp_path / "nan.html"
-    ex = viz.explore(loss, path=path)
+    ex = viz.explore(loss, path=path, view="backward")
     open_page(browser, path)
-    js(browser, "return window.graphExplorer.setView('backward')")
+    assert js(browser, "return window.graphExplorer.view") == "backward"  # opened in the view asked for
     fills = js(
         browser,
         "return [...document.querySelectorAll('g.node[data-node] > :is(ellipse, polygon, path)')]"

@@ -242,8 +242,9 @@ def render(*roots: Tensor, path: str | os.PathLike, format: str | None = None, *
 def explore(*roots: Tensor, path: str | os.PathLike | None = None, recording: Any = None, **options: Any) -> Explorer:
     """An interactive page of the graph (forward and backward, foldable, with per-step gradients).
 
-    Call after ``backward(retain_graph=True)``. ``options`` as ``to_dot``'s where they apply (``show_values``,
-    ``rankdir``). ``recording``: a ``bptt`` Recording whose gradient-norm-through-time plot goes beside the
+    Call after ``backward(retain_graph=True)``. ``options`` as ``to_dot``'s where they apply (``view``: the view
+    the page opens in, ``show_values``, ``show_grads``, ``rankdir``; the shortening options have no effect: the
+    page folds by itself). ``recording``: a ``bptt`` Recording whose gradient-norm-through-time plot goes beside the
     graph. ``path``: save the page there at once. See ``viz.explorer.Explorer``.
     """
     from .explorer import Explorer

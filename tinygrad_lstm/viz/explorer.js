@@ -807,6 +807,8 @@
       api.timings.wasm = performance.now() - t1;
       $("title").textContent = `graph explorer: ${D.views.forward.n} forward / ${D.views.backward.n} backward nodes`;
       initialFold();
+      S.view = D.view === "backward" ? "backward" : "forward";
+      document.querySelectorAll("[data-view]").forEach((b) => b.classList.toggle("on", b.dataset.view === S.view));
       wire();
       drawLegend();
       drawRecording();

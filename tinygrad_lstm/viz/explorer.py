@@ -28,7 +28,7 @@ from . import graph as _graph
 
 __all__ = ["Explorer"]
 
-_OPTIONS = ("show_values", "rankdir", "show_grads")
+_OPTIONS = ("view", "show_values", "rankdir", "show_grads")
 # to_dot options that choose a static shortening: the page folds and unfolds by itself instead.
 _IGNORED = ("collapse", "steps", "max_nodes", "max_size", "full")
 _RANKDIRS = ("TB", "LR", "BT", "RL")
@@ -74,7 +74,8 @@ class Explorer:
     """The interactive page of a graph: ``save(path)`` writes it, ``_repr_html_`` shows it inline in Jupyter.
 
     Built by ``viz.explore(*roots, recording=None, **options)`` after ``backward(retain_graph=True)``; the
-    graph is read once, when the Explorer is made. ``options``: ``show_values`` (value summaries in the labels),
+    graph is read once, when the Explorer is made. ``options``: ``view`` (the view the page opens in),
+    ``show_values`` (value summaries in the labels),
     ``rankdir`` ("TB", "LR", ...), ``show_grads`` (gradient colours); ``to_dot``'s shortening options
     (``collapse``, ``steps``, ``max_nodes``, ``max_size``, ``full``) are accepted and have no effect, since the
     page folds and unfolds by itself. In the page, ``window.graphExplorer`` scripts it (see the README).
@@ -91,6 +92,9 @@ class Explorer:
             raise TypeError(
                 f"explore: unknown option(s) {unknown}; options are {', '.join(_OPTIONS + _IGNORED)} (as to_dot's)"
             )
+        view = options.get("view", "forward")
+        if view not in ("forward", "backward"):
+            raise ValueError(f"explore: view must be 'forward' or 'backward', got {view!r}")
         rankdir = options.get("rankdir", "TB")
         if rankdir not in _RANKDIRS:
             raise ValueError(f"explore: rankdir must be one of {_RANKDIRS}, got {rankdir!r}")
@@ -103,6 +107,7 @@ class Explorer:
         self._ids: dict[tuple[str, int], str] = {}
         self._data = self._collect(roots, bool(options.get("show_values", False)), rankdir, recording)
         self._data["showGrads"] = bool(options.get("show_grads", True))
+        self._data["view"] = view
         self._html: str | None = None
 
     # -- reading the graph
