@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tinygrad_lstm import Tensor, manual_seed, scope
-from tinygrad_lstm.nn import LSTM, Module, Parameter
+from tinygrad_lstm.nn import GRU, LSTM, Module, Parameter
 from tinygrad_lstm.viz import draw, find_engine, render, to_dot
 
 
@@ -276,3 +276,66 @@ def test_nn_lstm_forward_clusters():
     assert sorted(c for c in clusters(dot) if c.startswith("t=")) == ["t=0", "t=1", "t=2"]
     firsts = [v.split("\\n")[0] for v in nodes(dot).values()]
     assert firsts.count("lstm.weight_hh_l0") == 1
+
+
+def _svg_px(path) -> tuple[float, float]:
+    root = ET.parse(path).getroot()
+    return float(root.get("width").removesuffix("pt")) * 4 / 3, float(root.get("height").removesuffix("pt")) * 4 / 3
+
+
+def _recurrent_loss(kind: str, T: int):
+    manual_seed(0)
+
+    class M(Module):
+        def __init__(self) -> None:
+            setattr(self, kind, {"lstm": LSTM, "gru": GRU}[kind](3, 4))
+
+    m = M()
+    dict(m.named_parameters())
+    out, _ = getattr(m, kind)(Tensor.randn(T, 2, 3))
+    loss = (out * out).mean()
+    loss.backward(retain_graph=True)
+    return loss
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_default_drawing_is_readable(tmp_path, kind):
+    """A 50-step unroll drawn with default options stays within MAX_SIZE, and says on the drawing what it left out."""
+    from tinygrad_lstm.viz import MAX_SIZE
+
+    loss = _recurrent_loss(kind, 50)
+    for view in ("forward", "backward"):
+        with pytest.warns(UserWarning, match="max_size"):
+            p = render(loss, path=tmp_path / f"{view}.svg", view=view)
+        w, h = _svg_px(p)
+        assert w <= MAX_SIZE[0] and h <= MAX_SIZE[1], (view, w, h)
+        text = "".join(ET.parse(p).getroot().itertext())
+        assert "steps hidden" in text and "full=True" in text and "steps ..." in text
+    # full=True: every node, and no note
+    from tinygrad_lstm.viz import graph
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dot = to_dot(loss, view="backward", full=True)
+    assert len(nodes(dot)) == graph.build((loss,), "backward", False).total
+    assert "steps hidden" not in dot
+
+
+def test_full_drawing_would_not_be_readable(tmp_path):
+    """What the default avoids: the whole 50-step GRU backward graph is far wider than MAX_SIZE."""
+    from tinygrad_lstm.viz import MAX_SIZE
+
+    w, _ = _svg_px(render(_recurrent_loss("gru", 50), path=tmp_path / "full.svg", view="backward", full=True))
+    assert w > 3 * MAX_SIZE[0]
+
+
+def test_small_drawings_are_not_shortened():
+    _, loss, _ = build(T=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for view in ("forward", "backward"):
+            assert "steps hidden" not in to_dot(loss, view=view)
+    with pytest.raises(ValueError, match="max_size"):
+        to_dot(loss, max_size=(0, 10))
+    # max_size=None: only max_nodes shortens
+    assert "steps hidden" not in to_dot(_recurrent_loss("lstm", 20), max_size=None)

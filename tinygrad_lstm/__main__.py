@@ -109,6 +109,42 @@ def _graph_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ explore
+
+
+def _explore_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of ``explore``: which tiny model to unroll, and where to write the page."""
+    p.add_argument("--model", choices=("lstm", "gru", "rnn", "mlp"), default="lstm", help="the model to explore")
+    p.add_argument("--steps", type=cli.positive_int, default=50, help="time steps to unroll (recurrent models)")
+    p.add_argument("--hidden", type=cli.positive_int, default=4, help="hidden size")
+    p.add_argument("--input", type=cli.positive_int, default=3, help="input size")
+    p.add_argument("--batch", type=cli.positive_int, default=2, help="batch size")
+    p.add_argument("--seed", type=cli.seed, default=0, help="random seed for weights and data (an integer >= 0)")
+    p.add_argument(
+        "--out",
+        type=cli.output_file(".html"),
+        default=None,
+        help="output file (one self-contained .html); default graph_<model>.html",
+    )
+    return p
+
+
+def _explore_run(args: argparse.Namespace) -> int:
+    """Build the tiny model, record its steps, run forward and backward(retain_graph=True), write the page."""
+    from . import bptt, viz
+
+    out = args.out or cli.check_output_file(f"graph_{args.model}.html")
+    need = cli.model_memory(args.model, args.input, args.hidden, args.steps, args.batch, 4, retain_graph=True)
+    cli.check_memory(need, f"--hidden {args.hidden} --steps {args.steps} --batch {args.batch}")
+    x, model = _graph_model(args)
+    with bptt.record() as rec:
+        # forward() directly, not model(x): the container adds no scope, so clusters read lstm > t=k > cell.
+        loss = model.forward(x)
+        loss.backward(retain_graph=True)
+    print(viz.explore(loss, recording=rec if args.model != "mlp" else None).save(out))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ bptt
 
 
@@ -162,6 +198,12 @@ SUBCOMMANDS: list[Subcommand] = [
         _graph_run,
     ),
     ("bptt", "compare gradient flow through time for RNN, LSTM and GRU cells", _bptt_arguments, _bptt_run),
+    (
+        "explore",
+        "write an interactive page of a tiny model's graph: fold/unfold steps, forward/backward, gradients",
+        _explore_arguments,
+        _explore_run,
+    ),
 ]
 
 
