@@ -49,18 +49,65 @@ class StepRecord:
     h: Tensor  # new hidden state (B, H) (or (H,) unbatched)
     c: Tensor | None  # new cell state (LSTM) else None
     gates: dict[str, Tensor]  # post-activation gates: LSTM "i","f","g","o"; GRU "r","z","n"; RNN {}
+    # Only when an observer has ``wants_param_uses = True``: the per-step aliases of the parameters this step used,
+    # by parameter name (an alias's gradient is the step's own term of that parameter's gradient), and for a layer
+    # the input projection computed for all steps at once (its step-t slice's gradient gives W_ih's and the
+    # projected biases' step-t terms).
+    params: dict[str, Tensor] | None = None
+    projection: StepProjection | None = None
+
+
+@dataclass
+class StepProjection:
+    """A layer's input projection ``out = x @ W_ih^T + b`` of all steps, seen from step ``t``.
+
+    ``out.grad[t]`` (retained) is the gradient g_t reaching step t's slice: W_ih's step-t term is g_t^T x_t, and
+    each bias in ``biases`` (added into the projection) has the term g_t summed over the batch.
+    """
+
+    out: Tensor  # (T, [B,] nH)
+    x: Tensor  # the layer's input (T, [B,] I)
+    t: int
+    weight: str  # the name of W_ih, e.g. "weight_ih_l0"
+    biases: tuple[str, ...]  # the biases folded into the projection, e.g. ("bias_ih_l0", "bias_hh_l0")
 
 
 STEP_OBSERVERS: list[Callable[[StepRecord], None]] = []  # empty = zero cost
 
 
 def _notify(
-    module: Module, kind: str, layer: int, direction: int, t: int | None, h: Tensor, c: Tensor | None, gates: dict
+    module: Module,
+    kind: str,
+    layer: int,
+    direction: int,
+    t: int | None,
+    h: Tensor,
+    c: Tensor | None,
+    gates: dict,
+    params: dict[str, Tensor] | None = None,
+    projection: StepProjection | None = None,
 ) -> None:
     """Hand one step to every observer (called only when ``STEP_OBSERVERS`` is not empty)."""
-    record = StepRecord(module, kind, layer, direction, t, h, c, gates)
+    record = StepRecord(module, kind, layer, direction, t, h, c, gates, params, projection)
     for observer in list(STEP_OBSERVERS):  # a copy: an observer may remove itself
         observer(record)
+
+
+def _param_uses() -> dict[str, Tensor] | None:
+    """A fresh dict for one step's parameter aliases if an observer wants them, else None (call only when
+    ``STEP_OBSERVERS`` is not empty)."""
+    return {} if any(getattr(o, "wants_param_uses", False) for o in STEP_OBSERVERS) else None
+
+
+def _use(p: Tensor | None, name: str, uses: dict[str, Tensor] | None) -> Tensor | None:
+    """The parameter ``p`` as this step uses it: ``p`` itself, or, when ``uses`` collects them, a new graph node
+    with p's value (``p[...]``, a view) whose gradient is this step's use alone; it flows on into ``p.grad``."""
+    if uses is None or p is None:
+        return p
+    alias = p[...]
+    alias.name = name
+    uses[name] = alias
+    return alias
 
 
 # --------------------------------------------------------------------------------------------- activations
@@ -254,8 +301,8 @@ class _CellBase(Module):
         """The default initial state, named ``h0`` or ``c0``: zeros of shape (B, H) or (H,)."""
         return Tensor(np.zeros((*x.shape[:-1], self.hidden_size), x.dtype), name=name)
 
-    def _xw(self, x: Tensor) -> Tensor:
-        return affine(x, self.weight_ih, self.bias_ih)
+    def _xw(self, x: Tensor, uses: dict | None = None) -> Tensor:
+        return affine(x, _use(self.weight_ih, "weight_ih", uses), _use(self.bias_ih, "bias_ih", uses))
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
@@ -276,9 +323,11 @@ class RNNCell(_CellBase):
         """One step: x (B, I) or (I,), h (B, H) or (H,) (zeros if None) -> h' of h's shape."""
         x = self._input(x)
         h = self._zeros(x, "h0") if h is None else self._state(h, x, "h")
-        h_new = rnn_step(self._xw(x), h, self.weight_hh, self.bias_hh, ACTIVATIONS[self.nonlinearity])
+        uses = _param_uses() if STEP_OBSERVERS else None
+        w_hh, b_hh = _use(self.weight_hh, "weight_hh", uses), _use(self.bias_hh, "bias_hh", uses)
+        h_new = rnn_step(self._xw(x, uses), h, w_hh, b_hh, ACTIVATIONS[self.nonlinearity])
         if STEP_OBSERVERS:
-            _notify(self, "rnn", 0, 0, None, h_new, None, {})
+            _notify(self, "rnn", 0, 0, None, h_new, None, {}, uses)
         return h_new
 
     def extra_repr(self) -> str:
@@ -326,12 +375,16 @@ class LSTMCell(_CellBase):
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"LSTMCell: hx must be a pair (h, c), got {type(hx).__name__}")
             h, c = self._state(hx[0], x, "h"), self._state(hx[1], x, "c")
-        peep = (self.weight_ci, self.weight_cf, self.weight_co) if self.peephole else None
+        uses = _param_uses() if STEP_OBSERVERS else None
+        peep = None
+        if self.peephole:
+            peep = tuple(_use(getattr(self, n), n, uses) for n in ("weight_ci", "weight_cf", "weight_co"))
+        w_hh, b_hh = _use(self.weight_hh, "weight_hh", uses), _use(self.bias_hh, "bias_hh", uses)
         h_new, c_new, (i, f, g, o) = lstm_step(
-            self._xw(x), h, c, self.weight_hh, self.bias_hh, peep, self._gate_fn, self._cell_fn, self._elementwise
+            self._xw(x, uses), h, c, w_hh, b_hh, peep, self._gate_fn, self._cell_fn, self._elementwise
         )
         if STEP_OBSERVERS:
-            _notify(self, "lstm", 0, 0, None, h_new, c_new, {"i": i, "f": f, "g": g, "o": o})
+            _notify(self, "lstm", 0, 0, None, h_new, c_new, {"i": i, "f": f, "g": g, "o": o}, uses)
         return h_new, c_new
 
     def extra_repr(self) -> str:
@@ -355,9 +408,11 @@ class GRUCell(_CellBase):
         """One step: x (B, I) or (I,), h (B, H) or (H,) (zeros if None) -> h'."""
         x = self._input(x)
         h = self._zeros(x, "h0") if h is None else self._state(h, x, "h")
-        h_new, (r, z, n) = gru_step(self._xw(x), h, self.weight_hh, self.bias_hh)
+        uses = _param_uses() if STEP_OBSERVERS else None
+        w_hh, b_hh = _use(self.weight_hh, "weight_hh", uses), _use(self.bias_hh, "bias_hh", uses)
+        h_new, (r, z, n) = gru_step(self._xw(x, uses), h, w_hh, b_hh)
         if STEP_OBSERVERS:
-            _notify(self, "gru", 0, 0, None, h_new, None, {"r": r, "z": z, "n": n})
+            _notify(self, "gru", 0, 0, None, h_new, None, {"r": r, "z": z, "n": n}, uses)
         return h_new
 
 
@@ -420,8 +475,11 @@ class _RNNBase(Module):
     def _extra_parameters(self, sfx: str, k: float, dtype: np.dtype) -> None:
         """Hook for per-layer parameters beyond PyTorch's (LSTM peepholes)."""
 
-    def _step(self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str) -> tuple[Any, dict]:
-        """One step of one layer/direction: returns (new state, gates dict); state is h or (h, c)."""
+    def _step(
+        self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str, uses: dict | None = None
+    ) -> tuple[Any, dict]:
+        """One step of one layer/direction: returns (new state, gates dict); state is h or (h, c). Extra
+        parameters it fetches itself go through ``_use(p, name, uses)`` (see ``StepRecord.params``)."""
         raise NotImplementedError
 
     # -- the unrolled loop
@@ -529,18 +587,29 @@ class _RNNBase(Module):
         # The input projection of every step at once: one (T*B, I) @ (I, nH) matmul instead of T small ones.
         xw_all = affine(x, w_ih, b_ih + b_hh if b_ih is not None and self._fold_bias else b_ih)
         step_b_hh = None if self._fold_bias else b_hh
+        folded = () if b_ih is None else ("bias_ih" + sfx, "bias_hh" + sfx) if self._fold_bias else ("bias_ih" + sfx,)
         state = init[layer * (2 if self.bidirectional else 1) + d]
         hs: list[Any] = [None] * T
         states: list[Any] = [None] * T if keep_states else []
         for t in range(T - 1, -1, -1) if d else range(T):
+            uses = _param_uses() if STEP_OBSERVERS else None
+            w, b = (
+                (w_hh, step_b_hh)
+                if uses is None
+                else (_use(w_hh, "weight_hh" + sfx, uses), _use(step_b_hh, "bias_hh" + sfx, uses))
+            )
             with scope(f"t={t}"), scope("cell"):
-                state, gates = self._step(xw_all[t], state, w_hh, step_b_hh, sfx)
+                state, gates = self._step(xw_all[t], state, w, b, sfx, uses)
             h = state[0] if isinstance(state, tuple) else state
             hs[t] = h
             if keep_states:
                 states[t] = state
             if STEP_OBSERVERS:
-                _notify(self, self._kind, layer, d, t, h, state[1] if isinstance(state, tuple) else None, gates)
+                proj = None
+                if uses is not None and xw_all.requires_grad:
+                    proj = StepProjection(xw_all, x, t, "weight_ih" + sfx, folded)
+                c = state[1] if isinstance(state, tuple) else None
+                _notify(self, self._kind, layer, d, t, h, c, gates, uses, proj)
         return stack(hs, axis=0), states, state
 
     def extra_repr(self) -> str:
@@ -581,7 +650,7 @@ class RNN(_RNNBase):
         self._act = ACTIVATIONS[nonlinearity]
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype)
 
-    def _step(self, xw, state, w_hh, b_hh, sfx):
+    def _step(self, xw, state, w_hh, b_hh, sfx, uses=None):
         return rnn_step(xw, state, w_hh, b_hh, self._act), {}
 
     def extra_repr(self) -> str:
@@ -595,7 +664,7 @@ class GRU(_RNNBase):
     _chunks = 3
     _fold_bias = False
 
-    def _step(self, xw, state, w_hh, b_hh, sfx):
+    def _step(self, xw, state, w_hh, b_hh, sfx, uses=None):
         h, (r, z, n) = gru_step(xw, state, w_hh, b_hh)
         return h, {"r": r, "z": z, "n": n}
 
@@ -644,15 +713,11 @@ class LSTM(_RNNBase):
     def _final(self, finals: list[Any]) -> Any:
         return stack([s[0] for s in finals], axis=0), stack([s[1] for s in finals], axis=0)
 
-    def _step(self, xw, state, w_hh, b_hh, sfx):
+    def _step(self, xw, state, w_hh, b_hh, sfx, uses=None):
         h, c = state
         peep = None
         if self.peephole:
-            peep = (
-                getattr(self, "weight_ci" + sfx),
-                getattr(self, "weight_cf" + sfx),
-                getattr(self, "weight_co" + sfx),
-            )
+            peep = tuple(_use(getattr(self, n + sfx), n + sfx, uses) for n in ("weight_ci", "weight_cf", "weight_co"))
         h, c, (i, f, g, o) = lstm_step(xw, h, c, w_hh, b_hh, peep, self._gate_fn, self._cell_fn, self._elementwise)
         return (h, c), {"i": i, "f": f, "g": g, "o": o}
 
