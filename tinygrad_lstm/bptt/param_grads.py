@@ -123,7 +123,7 @@ def plot_param_grads(terms: Mapping[str, np.ndarray], path: str | os.PathLike | 
         )
     ax.set_yscale("log")
     ax.set_xlabel("time step t of the weight's use")
-    ax.set_ylabel("||term t of dL/dW||  (Frobenius)")
+    ax.set_ylabel(r"$\|$term t of $\partial L/\partial W\|$ (Frobenius)")
     ax.set_title("which steps a shared weight learns from" + (f"\n{title}" if title else ""))
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
