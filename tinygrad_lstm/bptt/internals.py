@@ -26,20 +26,20 @@ from .truncation import plot_truncation_bias, truncation_bias
 
 STUDIES = {
     "weights": (
-        "which time steps W_hh learns from: the norm of each step's term of dL/dW_hh (Recording.param_grads),\n"
-        "    adding task, loss on the last step"
+        "which steps W_hh learns from: the norm of each step's term of dL/dW_hh",
+        "(Recording.param_grads); adding task, loss on the last step",
     ),
     "flow": (
-        "the flow matrix ||dL_t/dh_s|| for every pair of steps (bptt.flow_matrix), running adding task with a\n"
-        "    loss at every step: the diagonal and how fast the band below it vanishes, per cell"
+        "the flow matrix ||dL_t/dh_s|| for every pair of steps (bptt.flow_matrix):",
+        "the diagonal and the vanishing band below it; running adding task",
     ),
     "truncation": (
-        "cosine and relative error of tbptt's gradient against full BPTT for each window k\n"
-        "    (bptt.truncation_bias), running adding task"
+        "cosine and relative error of tbptt's gradient to full BPTT's for each",
+        "window k (bptt.truncation_bias); running adding task",
     ),
     "memory": (
-        "peak traced memory and time of full vs checkpointed BPTT (bptt.checkpoint_bptt) as T grows,\n"
-        "    an LSTM of --hidden units on --batch random sequences"
+        "peak traced memory and CPU time of full vs checkpointed BPTT",
+        "(bptt.checkpoint_bptt) against T; an LSTM on random sequences",
     ),
 }
 

@@ -3,7 +3,9 @@
 Peak memory is what ``tracemalloc`` sees above the baseline during one forward + backward: numpy registers every
 array buffer it allocates with tracemalloc (in its own allocator domain), and Python objects (graph nodes) are
 traced too, so the peak is the whole graph's and the gradients' memory. Time is measured in separate runs with
-tracing off (tracing slows every allocation down).
+tracing off (tracing slows every allocation down), as this process's CPU time by default: on a shared machine
+that is far steadier than wall time (run with one BLAS thread, ``OPENBLAS_NUM_THREADS=1``, to make it the
+compute time).
 """
 
 from __future__ import annotations
@@ -58,11 +60,11 @@ def _peak(run: Callable[[], float]) -> int:
         tracemalloc.stop()
 
 
-def _seconds(run: Callable[[], float]) -> float:
+def _seconds(run: Callable[[], float], clock: Callable[[], float]) -> float:
     gc.collect()
-    t0 = time.perf_counter()
+    t0 = clock()
     run()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def measure_bptt_memory(
@@ -76,13 +78,15 @@ def measure_bptt_memory(
     repeats: int = 3,
     dtype: Any = np.float32,
     seed: int = 0,
+    clock: str = "cpu",
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """For every T: peak traced bytes and seconds of one forward + backward, full BPTT vs ``checkpoint_bptt``.
 
     A one-layer ``kind`` layer (B=``batch``, H=``hidden``) reads random inputs; the loss is the summed squared
     error of its output against random targets. Each measurement is repeated ``repeats`` times; a row holds,
-    for each method, lists ``peak_bytes`` and ``seconds`` of all repeats, and ``segments`` used.
+    for each method, lists ``peak_bytes`` and ``seconds`` of all repeats, and ``segments`` used. ``clock``:
+    "cpu" (this process's CPU time) or "wall". ``progress`` receives each row as a table line when measured.
     """
     from .. import nn
 
@@ -94,6 +98,9 @@ def measure_bptt_memory(
         raise ValueError(f"{fn}: kind must be 'rnn', 'lstm' or 'gru', got {kind!r}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"{fn}: repeats must be a positive int, got {repeats!r}")
+    if clock not in ("cpu", "wall"):
+        raise ValueError(f"{fn}: clock must be 'cpu' or 'wall', got {clock!r}")
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     rows = []
     with default_dtype(dtype), fork_rng(seed) as rng:
         model = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[kind](input_size, hidden)
@@ -107,7 +114,7 @@ def measure_bptt_memory(
                 run()  # warm-up
                 row[method] = {
                     "peak_bytes": [_peak(run) for _ in range(repeats)],
-                    "seconds": [_seconds(run) for _ in range(repeats)],
+                    "seconds": [_seconds(run, timer) for _ in range(repeats)],
                 }
             rows.append(row)
             if progress is not None:

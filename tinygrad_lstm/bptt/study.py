@@ -142,36 +142,99 @@ def plot_gradient_flow(norms: dict[str, np.ndarray], path: str | os.PathLike, ti
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``python -m tinygrad_lstm bptt`` (added to ``parser``, which is returned)."""
+    from .internals import STUDIES
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "Without --study: ||dL/dh_t|| through time for each cell on the same inputs (the cell comparison).\n"
+        "Studies (--study NAME, each prints its table and writes its figure):\n"
+        + "\n".join(f"  {name:<11} {one}\n  {'':<11} {two}" for name, (one, two) in STUDIES.items())
+    )
+    parser.add_argument("--study", choices=tuple(STUDIES), default=None, help="run one BPTT-internals study")
     parser.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated cell types (rnn, lstm, gru)")
-    parser.add_argument("--steps", type=int, default=100, help="sequence length T")
+    parser.add_argument("--steps", type=int, default=None, help="sequence length T (default 100; flow: 60)")
+    parser.add_argument("--windows", default=None, help="truncation: comma-separated windows k (default 1,2,5,...,T)")
+    parser.add_argument("--lengths", default="100,200,400,800", help="memory: comma-separated sequence lengths T")
+    parser.add_argument("--repeats", type=int, default=3, help="memory: measurements per length and method")
     parser.add_argument("--task", choices=("adding", "sine"), default="adding", help="input sequences")
-    parser.add_argument("--hidden", type=int, default=32, help="hidden units")
+    parser.add_argument("--hidden", type=int, default=None, help="hidden units (default 32; memory: 128)")
     parser.add_argument("--batch", type=int, default=16, help="sequences in the batch")
     parser.add_argument("--seed", type=int, default=0, help="seed of the inputs and of every cell's weights")
     parser.add_argument(
         "--forget-bias", type=float, default=None, help="LSTM forget-gate bias (default: PyTorch's init)"
     )
-    parser.add_argument("--out", default="bptt.png", help="where to write the plot (PNG)")
+    parser.add_argument("--out", default=None, help="where to write the plot (PNG; default bptt.png, bptt_STUDY.png)")
     return parser
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"bptt: {option} must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"bptt: {option} is empty")
+    return values
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    from . import internals
+
+    study = args.study
+    path = internals.default_path(study, args.out)
+    hidden = args.hidden if args.hidden is not None else (128 if study == "memory" else 32)
+    common = {"hidden": hidden, "batch": args.batch, "seed": args.seed, "path": path}
+    if study == "memory":
+        res = internals.study_memory(
+            _ints(args.lengths, "--lengths"),
+            hidden=hidden,
+            batch=args.batch,
+            repeats=args.repeats,
+            seed=args.seed,
+            path=path,
+        )
+        print(
+            "full vs checkpointed BPTT: tracemalloc peak (numpy arrays and Python objects) and CPU seconds "
+            "of one forward + backward"
+        )
+    else:
+        variants = internals.variants_from(args.cells.split(","), args.forget_bias)
+        steps = args.steps if args.steps is not None else (60 if study == "flow" else 100)
+        if study == "weights":
+            res = internals.study_weights(variants, steps=steps, **common)
+            print(f"||term t of dL/dW_hh|| (Recording.param_grads), adding task, T={steps}, loss on the last step")
+        elif study == "flow":
+            res = internals.study_flow(variants, steps=steps, **common)
+            print(f"mean ||dL_t/dh_s|| at lag t-s (bptt.flow_matrix), running adding task, T={steps}")
+        else:
+            ks = None if args.windows is None else _ints(args.windows, "--windows")
+            res = internals.study_truncation(variants, steps=steps, ks=ks, **common)
+            print(f"cosine of tbptt's gradient to full BPTT's (bptt.truncation_bias), running adding task, T={steps}")
+    print(res["table"])
+    print(f"wrote {res['figure']}")
+    return 0
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run the ``bptt`` subcommand: print the table, write the plot; 0 on success, 2 on a bad argument."""
     try:
+        if getattr(args, "study", None) is not None:
+            return _run_study(args)
+        steps = args.steps if args.steps is not None else 100
         res = compare_cells(
             args.cells.split(","),
-            steps=args.steps,
+            steps=steps,
             task=args.task,
-            hidden=args.hidden,
+            hidden=args.hidden if args.hidden is not None else 32,
             batch=args.batch,
             seed=args.seed,
             forget_bias=args.forget_bias,
-            path=args.out,
+            path=args.out if args.out is not None else "bptt.png",
         )
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"||dL/dh_t|| through time, {args.task} task, T={args.steps} (loss on the last step's output)")
+    print(f"||dL/dh_t|| through time, {args.task} task, T={steps} (loss on the last step's output)")
     print(res["table"])
     print(f"wrote {res['path']}")
     return 0
