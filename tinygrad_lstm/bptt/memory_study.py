@@ -61,7 +61,6 @@ def _peak(run: Callable[[], float]) -> int:
 
 
 def _seconds(run: Callable[[], float], clock: Callable[[], float]) -> float:
-    gc.collect()
     t0 = clock()
     run()
     return clock() - t0
