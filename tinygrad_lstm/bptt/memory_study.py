@@ -155,6 +155,7 @@ def plot_memory(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike | Non
     Returns a matplotlib ``Figure``, or writes a PNG to ``path`` atomically and returns the path.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter
 
     if not rows:
         raise ValueError("plot_memory: rows is empty; give what measure_bptt_memory returned")
@@ -170,6 +171,9 @@ def plot_memory(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike | Non
     for ax in (ax_m, ax_t):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers (200, 0.3), not 2 x 10^2 on every minor tick
+            axis.set_major_formatter(FormatStrFormatter("%g"))
+            axis.set_minor_formatter(FormatStrFormatter("%g"))
         ax.set_xlabel("sequence length T")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8)
