@@ -227,3 +227,63 @@ def test_param_grads_errors():
         rec.param_grads("weight_hh_l1")
     with pytest.raises(TypeError, match="name must be a str"):
         rec.param_grads(3)
+
+
+def test_unbatched_and_peephole_layers_sum_to_the_gradient():
+    manual_seed(9)
+    with default_dtype(np.float64):
+        layer = nn.LSTM(3, 2, num_layers=2, peephole=True, bidirectional=True)
+    x = Tensor(np.random.default_rng(1).standard_normal((5, 3)))  # unbatched (T, I)
+    with bptt.record() as rec:
+        out, _ = layer(x)
+        (out * out).sum().backward()
+    for name, p in layer.named_parameters():
+        terms = rec.param_grads(name)
+        assert terms.shape == (5, *p.shape), name
+        np.testing.assert_allclose(terms.sum(axis=0), p.grad, rtol=1e-10, atol=1e-13, err_msg=name)
+    # Per-step copies of a peephole weight, checked one step at a time: only step 2 uses the perturbed copy.
+    w = layer.weight_cf_l1_reverse
+    eps, t = 1e-6, 2
+    base = rec.param_grads("weight_cf_l1_reverse")[t]
+    fd = np.zeros(w.shape)
+    for j in range(w.shape[0]):
+        vals = []
+        for sgn in (1, -1):
+            delta = np.zeros(w.shape)
+            delta[j] = sgn * eps
+            vals.append(_loss_with_step_perturbed(layer, x, "weight_cf_l1_reverse", t, delta))
+        fd[j] = (vals[0] - vals[1]) / (2 * eps)
+    np.testing.assert_allclose(base, fd, rtol=1e-6, atol=1e-9)
+
+
+def _loss_with_step_perturbed(layer, x, name, t, delta) -> float:
+    """The loss when only step t's use of parameter ``name`` sees ``p + delta``: ``nn.rnn._use``, which makes the
+    per-step aliases, is wrapped to perturb the one alias of step t (an observer asking for aliases turns it on)."""
+    import tinygrad_lstm.nn.rnn as rnn
+    from tinygrad_lstm import no_grad
+
+    class WantsAliases:
+        wants_param_uses = True
+
+        def __call__(self, rec):
+            pass
+
+    original, seen = rnn._use, []
+
+    def use(p, pname, uses):
+        alias = original(p, pname, uses)
+        if pname != name or uses is None:
+            return alias
+        seen.append(pname)
+        step = x.shape[0] - len(seen)  # a reverse direction runs t = T-1, ..., 0
+        return alias + Tensor(delta) if step == t else alias
+
+    rnn._use = use
+    STEP_OBSERVERS.append(WantsAliases())
+    try:
+        with no_grad():
+            out, _ = layer(x)
+    finally:
+        STEP_OBSERVERS.pop()
+        rnn._use = original
+    return float((out.data * out.data).sum())

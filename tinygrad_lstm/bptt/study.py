@@ -61,7 +61,7 @@ def measure_gradient_flow(
         with fork_rng(seed):  # the caller's random stream (e.g. the demo's) is left alone
             layer = _make_layer(kind, xs.shape[-1], hidden, forget_bias)
             head = nn.Linear(hidden, target.shape[-1])
-        with record() as rec:
+        with record(param_grads=False) as rec:  # only dL/dh_t is read
             out, _ = layer(Tensor(xs))
             diff = head(out[-1]) - Tensor(target)
             loss = (diff * diff).mean()
