@@ -415,3 +415,21 @@ def test_cli_study_bad_input_is_one_line_and_status_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: "), err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_memory_tool_quick_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}  # this checkout's package, not an installed one
+    out = tmp_path / "m.png"
+    argv = ["--lengths", "10,20", "--repeats", "1", "--hidden", "8", "--batch", "2", "--out", str(out)]
+    res = subprocess.run(
+        [sys.executable, str(root / "tools" / "bptt_memory.py"), *argv], capture_output=True, text=True, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    assert "tracemalloc sees numpy's buffers" in res.stdout and "| 20 | 4 |" in res.stdout
+    assert out.read_bytes()[:4] == b"\x89PNG"
