@@ -107,7 +107,7 @@ def measure_bptt_memory(
             n = _check_segments(segments, T, fn)
             X = Tensor(rng.standard_normal((T, batch, input_size)).astype(dtype))
             Y = Tensor(rng.standard_normal((T, batch, hidden)).astype(dtype))
-            row: dict[str, Any] = {"T": T, "segments": n}
+            row: dict[str, Any] = {"T": T, "segments": n, "clock": clock}
             for method in METHODS:
                 run = _runner(method, model, X, Y, n)
                 run()  # warm-up
@@ -149,13 +149,19 @@ def format_memory_table(rows: Sequence[Mapping[str, Any]], header: bool = True) 
     return "\n".join(lines)
 
 
+def _two_and_five(value: float, _pos: int) -> str:
+    """Label a minor log tick only at 2 and 5 times a power of ten."""
+    mantissa = value / 10 ** np.floor(np.log10(value)) if value > 0 else 0
+    return f"{value:g}" if round(mantissa) in (2, 5) and abs(mantissa - round(mantissa)) < 1e-6 else ""
+
+
 def plot_memory(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike | None = None, *, title: str = "") -> Any:
     """Peak memory and time against T for both methods (log-log, the range over repeats as error bars).
 
     Returns a matplotlib ``Figure``, or writes a PNG to ``path`` atomically and returns the path.
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, FuncFormatter, NullFormatter
 
     if not rows:
         raise ValueError("plot_memory: rows is empty; give what measure_bptt_memory returned")
@@ -171,15 +177,19 @@ def plot_memory(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike | Non
     for ax in (ax_m, ax_t):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        for axis in (ax.xaxis, ax.yaxis):  # plain numbers (200, 0.3), not 2 x 10^2 on every minor tick
-            axis.set_major_formatter(FormatStrFormatter("%g"))
-            axis.set_minor_formatter(FormatStrFormatter("%g"))
+        # Plain numbers (200, 0.3) rather than 2 x 10^2; T ticks at the measured lengths; 2 and 5 between decades.
+        ax.xaxis.set_major_locator(FixedLocator(Ts))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
         ax.set_xlabel("sequence length T")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8)
     ax_m.set_ylabel("peak traced memory (MiB)")
     ax_m.set_title("peak memory of forward + backward")
-    ax_t.set_ylabel("seconds per forward + backward")
+    cpu = rows[0].get("clock", "cpu") == "cpu"
+    ax_t.set_ylabel(("CPU seconds" if cpu else "wall seconds") + " per forward + backward")
     ax_t.set_title("time")
     if title:
         fig.suptitle(title)

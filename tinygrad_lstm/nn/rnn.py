@@ -15,7 +15,8 @@ Studying BPTT: every executed step (in cells and in layers) is reported to the c
 as a ``StepRecord`` holding the new state and the post-activation gates; with no observer it costs one list
 test per step. An observer with ``wants_param_uses = True`` (``bptt.record()``) also gets, per step, an alias
 of every parameter the step used (``_use``: a ``p[...]`` node, so its gradient is that step's term of p's) and,
-for a layer, the input projection of all steps (whose step-t slice gives W_ih's term). Layers also accept ``return_states=True`` in ``forward`` to get every step's states back.
+for a layer, the input projection of all steps (whose step-t slice gives W_ih's term). Layers also accept
+``return_states=True`` in ``forward`` to get every step's states back.
 """
 
 from __future__ import annotations
