@@ -155,7 +155,9 @@ def plot_flow_matrix(
         ax.set_ylabel("loss's step t")
     for ax in axes[n:]:
         ax.set_visible(False)
-    left.colorbar(im, ax=list(axes[:n]), label=r"$\|\partial L_t / \partial h_s\|$  (grey: 0)", shrink=0.9)
+    left.colorbar(
+        im, ax=list(axes[:n]), label=r"$\|\partial L_t / \partial h_s\|$  (grey: 0)", shrink=0.9, extend="min"
+    )
     ax = right.subplots()
     for label, a in mats.items():
         T = a.shape[0]
@@ -168,6 +170,5 @@ def plot_flow_matrix(
     ax.set_title("the band below the diagonal: flow against lag", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
+    fig.suptitle("gradient flow between every pair of steps" + (f": {title}" if title else ""))
     return save_figure(fig, path)
