@@ -7,7 +7,8 @@ error carousel, truncated BPTT, memory-efficient BPTT of Gruslys et al. 2016 and
   sum of one term per step. On the adding task (the loss reads the last step only) the terms of an RNN, a GRU
   and an LSTM with PyTorch's initialization fall by 9 to 12 decades over the last 50 steps: W_hh learns from the
   last few steps only (90% of the terms' total norm comes from the last 5 of 100). An LSTM whose forget gates
-  start open (bias 3) gets terms within a factor 25 of each other from every step (90% from the last 85).
+  start open (bias 3) gets terms within a factor 25 of each other from every step after the first (90% from the
+  last 85).
 * **The flow matrix** (``bptt.flow_matrix``). With a loss at every step (the running sum of the marked numbers),
   entry [t, s] = ||dL_t/dh_s|| shows every path at once: the diagonal is each step's own gradient, and the band
   below it shows how fast the gradient vanishes with the lag t - s (at lag 30: 1e-8 to 1e-7 of the diagonal for

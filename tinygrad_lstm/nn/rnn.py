@@ -590,17 +590,15 @@ class _RNNBase(Module):
         # The input projection of every step at once: one (T*B, I) @ (I, nH) matmul instead of T small ones.
         xw_all = affine(x, w_ih, b_ih + b_hh if b_ih is not None and self._fold_bias else b_ih)
         step_b_hh = None if self._fold_bias else b_hh
-        folded = () if b_ih is None else ("bias_ih" + sfx, "bias_hh" + sfx) if self._fold_bias else ("bias_ih" + sfx,)
+        # Names for the per-step parameter aliases (bptt.record): W_hh's and b_hh's, and the biases in xw_all.
+        w_name, b_name = "weight_hh" + sfx, "bias_hh" + sfx
+        folded = () if b_ih is None else ("bias_ih" + sfx, b_name) if self._fold_bias else ("bias_ih" + sfx,)
         state = init[layer * (2 if self.bidirectional else 1) + d]
         hs: list[Any] = [None] * T
         states: list[Any] = [None] * T if keep_states else []
         for t in range(T - 1, -1, -1) if d else range(T):
             uses = _param_uses() if STEP_OBSERVERS else None
-            w, b = (
-                (w_hh, step_b_hh)
-                if uses is None
-                else (_use(w_hh, "weight_hh" + sfx, uses), _use(step_b_hh, "bias_hh" + sfx, uses))
-            )
+            w, b = (w_hh, step_b_hh) if uses is None else (_use(w_hh, w_name, uses), _use(step_b_hh, b_name, uses))
             with scope(f"t={t}"), scope("cell"):
                 state, gates = self._step(xw_all[t], state, w, b, sfx, uses)
             h = state[0] if isinstance(state, tuple) else state
