@@ -345,6 +345,8 @@ def test_truncation_bias_leaves_grads_and_the_stream_alone_and_rejects_bad_windo
             bptt.truncation_bias(model, x, y, _mse, bad)
     with pytest.raises(ValueError, match="ys of shape"):
         bptt.truncation_bias(model, x, y[:, :5], _mse, [2])
+    with pytest.raises(TypeError, match="must return \\(out, state\\)"):
+        bptt.truncation_bias(lambda x, s: model(x, s)[0], x, y, _mse, [2])
 
 
 # ------------------------------------------------------------------------------------------------ figures, memory, CLI
