@@ -197,7 +197,12 @@ SUBCOMMANDS: list[Subcommand] = [
         _graph_arguments,
         _graph_run,
     ),
-    ("bptt", "compare gradient flow through time for RNN, LSTM and GRU cells", _bptt_arguments, _bptt_run),
+    (
+        "bptt",
+        "compare gradient flow through time for RNN, LSTM and GRU cells, or run a BPTT-internals --study",
+        _bptt_arguments,
+        _bptt_run,
+    ),
     (
         "explore",
         "write an interactive page of a tiny model's graph: fold/unfold steps, forward/backward, gradients",

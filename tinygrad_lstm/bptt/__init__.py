@@ -9,16 +9,25 @@ Everything here is built on the engine's own graph and VJPs; nothing differentia
   exactly, one backward pass per hidden unit.
 * ``tbptt`` trains (or just accumulates gradients) with truncated backpropagation through time.
 * ``compare_cells`` is the ``python -m tinygrad_lstm bptt`` command: gradient norm through time per cell type.
+* ``Recording.param_grads`` takes BPTT's sum over time apart: one gradient term per step of a shared weight.
+* ``flow_matrix``: ||dL_t/dh_s|| for every pair of steps; ``truncation_bias``: what ``tbptt``'s window costs in
+  gradient quality; ``checkpoint_bptt``: exact BPTT keeping only segment-boundary states (memory for compute),
+  measured by ``measure_bptt_memory``. ``python -m tinygrad_lstm bptt --study ...`` runs each (``internals``).
 
 Time indices: in a ``Recording``, ``t`` is the 0-based step, and ``h_t`` is the state the step at ``t`` produced
 (the layer's output at ``t``), as in PyTorch's output tensor. The Jacobian functions number states the
 textbook way instead, see their docstrings.
 """
 
+from .checkpoint import checkpoint_bptt
+from .flow import flow_matrix, plot_flow_matrix
 from .jacobians import jacobian_norms, step_jacobian_norms
+from .memory_study import format_memory_table, measure_bptt_memory, plot_memory
+from .param_grads import plot_param_grads
 from .recording import CELL_KINDS, GATE_NAMES, NotRecordedError, Recording, record
 from .study import add_cli_arguments, compare_cells, format_table, measure_gradient_flow, plot_gradient_flow, run_cli
 from .truncated import tbptt
+from .truncation import compare_gradients, plot_truncation_bias, truncation_bias
 
 __all__ = [
     "CELL_KINDS",
@@ -26,13 +35,23 @@ __all__ = [
     "NotRecordedError",
     "Recording",
     "add_cli_arguments",
+    "checkpoint_bptt",
     "compare_cells",
+    "compare_gradients",
+    "flow_matrix",
+    "format_memory_table",
     "format_table",
     "jacobian_norms",
+    "measure_bptt_memory",
     "measure_gradient_flow",
+    "plot_flow_matrix",
     "plot_gradient_flow",
+    "plot_memory",
+    "plot_param_grads",
+    "plot_truncation_bias",
     "record",
     "run_cli",
     "step_jacobian_norms",
     "tbptt",
+    "truncation_bias",
 ]

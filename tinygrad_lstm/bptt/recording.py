@@ -32,7 +32,7 @@ class NotRecordedError(KeyError, ValueError):
 class _Step:
     """One observed step: the state tensors (kept, so their retained ``.grad`` can be read) and gate arrays."""
 
-    __slots__ = ("batch", "c", "gates", "h", "rows", "seq", "t")
+    __slots__ = ("batch", "c", "gates", "h", "params", "projection", "rows", "seq", "t")
 
     def __init__(
         self,
@@ -43,9 +43,12 @@ class _Step:
         gates: dict[str, np.ndarray],
         rows: np.ndarray | None = None,
         batch: int | None = None,
+        params: dict[str, Tensor] | None = None,
+        projection: Any = None,
     ) -> None:
         self.t, self.seq, self.h, self.c, self.gates = t, seq, h, c, gates
         self.rows, self.batch = rows, batch  # packed input: which sequences of a batch of `batch` had this step
+        self.params, self.projection = params or {}, projection
 
     def full(self, a: np.ndarray, fill: float) -> np.ndarray:
         """One of this step's arrays as (B, H) in the caller's batch order; sequences without the step: ``fill``."""
@@ -90,9 +93,11 @@ class Recording:
     ``saturation`` / ``forget_product`` average over the real steps only.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, param_grads: bool = True) -> None:
         self._streams: dict[tuple[int, int, int], _Stream] = {}
         self._seq = 0
+        # Read by the recurrent layers: give every step its own alias of each parameter (see param_grads).
+        self.wants_param_uses = bool(param_grads)
 
     # -- the observer
     def __call__(self, rec: Any) -> None:
@@ -113,8 +118,15 @@ class Recording:
             if s is not None and s.requires_grad:
                 s.retain_grad()
         gates = {k: _as_batched(v.data) for k, v in (rec.gates or {}).items()}
-        rows = getattr(rec, "rows", None)
-        stream.runs[-1][t] = _Step(t, self._seq, rec.h, rec.c, gates, rows, getattr(rec, "batch_size", None))
+        params = getattr(rec, "params", None) or {}
+        for alias in params.values():
+            if alias.requires_grad:
+                alias.retain_grad()
+        proj = getattr(rec, "projection", None)
+        if proj is not None and proj.out.requires_grad:
+            proj.out.retain_grad()
+        rows, batch = getattr(rec, "rows", None), getattr(rec, "batch_size", None)
+        stream.runs[-1][t] = _Step(t, self._seq, rec.h, rec.c, gates, rows, batch, params, proj)
         self._seq += 1
 
     # -- selection
@@ -331,6 +343,59 @@ class Recording:
             )
         return None if best is None else (best[2], best[3])
 
+    def param_grads(
+        self, name: str, layer: int = 0, direction: int = 0, *, module: Any = None, run: int | None = -1
+    ) -> np.ndarray:
+        """BPTT's sum over time taken apart: term t is the gradient through the parameter's use at step t alone.
+
+        ``name`` is a recurrent parameter's name as PyTorch spells it: a layer's ``"weight_hh_l0"``,
+        ``"bias_ih_l1_reverse"``, ``"weight_ci_l0"`` (peepholes), also the dotted name the model gives it
+        (``"encoder.weight_hh_l0"``), or the short ``"weight_hh"`` (a cell's, or a layer's with ``layer`` and
+        ``direction`` picking the suffix). Returns (T, *parameter shape) in time order: term t is the gradient
+        with respect to a copy of the parameter used at step t only, so the terms sum to what the recorded steps
+        contributed to its ``.grad``. W_ih and the biases folded into a layer's input projection (computed for
+        all steps at once) get their terms from the gradient reaching that projection's step-t slice (g_t^T x_t,
+        and g_t summed over the batch): exact as well. Needs ``record(param_grads=True)`` (the default).
+        """
+        from .param_grads import param_key, parse_param_name, step_terms
+
+        stream, steps = self._resolve_param(name, layer, direction, module, run)
+        return step_terms(stream, steps, param_key(parse_param_name(name)[0], stream))
+
+    def param_grad_norms(
+        self, name: str, layer: int = 0, direction: int = 0, *, module: Any = None, run: int | None = -1
+    ) -> np.ndarray:
+        """The Frobenius norm of every per-step term of ``param_grads``: (T,), float64."""
+        g = self.param_grads(name, layer, direction, module=module, run=run).astype(np.float64)
+        return np.sqrt((g * g).reshape(len(g), -1).sum(axis=1))
+
+    def _resolve_param(self, name: str, layer: int, direction: int, module: Any, run: int | None) -> tuple:
+        """The stream and steps a parameter name (short, suffixed or dotted) refers to."""
+        from .param_grads import parse_param_name
+
+        if not isinstance(name, str):
+            raise TypeError(f"Recording.param_grads: name must be a str, got {type(name).__name__}")
+        _, sfx_layer, sfx_dir = parse_param_name(name)
+        if sfx_layer is not None:
+            if (layer, direction) not in ((0, 0), (sfx_layer, sfx_dir)):
+                raise ValueError(
+                    f"Recording.param_grads: name {name!r} is layer {sfx_layer} direction {sfx_dir}, but "
+                    f"layer={layer} direction={direction} were given"
+                )
+            layer, direction = sfx_layer, sfx_dir
+        if module is None and "." in name:
+            # A dotted name: the module whose parameter carries that name (Module.named_parameters sets it).
+            owners = [
+                s.module
+                for s in self._streams.values()
+                if s.layer == layer
+                and s.direction == direction
+                and getattr(getattr(s.module, name.rsplit(".", 1)[1], None), "name", None) == name
+            ]
+            if len(owners) == 1:
+                module = owners[0]
+        return self._steps(layer, direction, module, run)
+
     # -- output
     def _arrays(self) -> dict[str, np.ndarray]:
         """Everything as named arrays for ``to_npz`` (strings as unicode arrays: no pickling needed)."""
@@ -491,14 +556,16 @@ class Recording:
 
 
 @contextmanager
-def record() -> Iterator[Recording]:
+def record(param_grads: bool = True) -> Iterator[Recording]:
     """Record every RNN/LSTM/GRU step run inside the block; yields the ``Recording``.
 
     The observer is removed on exit, also when the block raises, so nothing is paid outside a recording.
-    Call ``loss.backward()`` inside or after the block, then query the recording.
+    Call ``loss.backward()`` inside or after the block, then query the recording. ``param_grads=True`` gives
+    every step its own alias of each recurrent parameter, whose retained gradient is that step's term (for
+    ``Recording.param_grads``): T gradients the size of W_hh are kept; ``False`` skips that.
     """
     observers = STEP_OBSERVERS
-    rec = Recording()
+    rec = Recording(param_grads)
     observers.append(rec)
     try:
         yield rec

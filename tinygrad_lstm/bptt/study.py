@@ -62,7 +62,7 @@ def measure_gradient_flow(
         with fork_rng(seed):  # the caller's random stream (e.g. the demo's) is left alone
             layer = _make_layer(kind, xs.shape[-1], hidden, forget_bias)
             head = nn.Linear(hidden, target.shape[-1])
-        with record() as rec:
+        with record(param_grads=False) as rec:  # only dL/dh_t is read
             out, _ = layer(Tensor(xs))
             diff = head(out[-1]) - Tensor(target)
             loss = (diff * diff).mean()
@@ -158,14 +158,55 @@ def plot_gradient_flow(
     return finish(fig, path, "plot_gradient_flow")
 
 
+def _positive_ints(text: str) -> list[int]:
+    """An argparse type: comma-separated integers >= 1 (``--windows``, ``--lengths``)."""
+    from .. import cli
+
+    parts = [v.strip() for v in text.split(",") if v.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 1, got {text!r}")
+    try:
+        return [cli.positive_int(v) for v in parts]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 1, got {text!r}") from None
+
+
+_positive_ints.__name__ = "list of integers"  # argparse names the type in its own messages
+
+
 def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``python -m tinygrad_lstm bptt`` (added to ``parser``, which is returned)."""
     from .. import cli
+    from .internals import STUDIES
 
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "Without --study: ||dL/dh_t|| through time for each cell on the same inputs (the cell comparison).\n"
+        "Studies (--study NAME, each prints its table and writes its figure):\n"
+        + "\n".join(f"  {name:<11} {one}\n  {'':<11} {two}" for name, (one, two) in STUDIES.items())
+    )
+    parser.add_argument("--study", choices=tuple(STUDIES), default=None, help="run one BPTT-internals study")
     parser.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated cell types (rnn, lstm, gru)")
-    parser.add_argument("--steps", type=cli.positive_int, default=100, help="sequence length T")
+    parser.add_argument(
+        "--steps", type=cli.positive_int, default=None, help="sequence length T (default 100; flow: 60)"
+    )
+    parser.add_argument(
+        "--windows",
+        type=_positive_ints,
+        default=None,
+        help="truncation: comma-separated windows k (default 1,2,5,...,T)",
+    )
+    parser.add_argument(
+        "--lengths",
+        type=_positive_ints,
+        default=[100, 200, 400, 800],
+        help="memory: comma-separated sequence lengths T (default 100,200,400,800)",
+    )
+    parser.add_argument(
+        "--repeats", type=cli.positive_int, default=3, help="memory: measurements per length and method"
+    )
     parser.add_argument("--task", choices=("adding", "sine"), default="adding", help="input sequences")
-    parser.add_argument("--hidden", type=cli.positive_int, default=32, help="hidden units")
+    parser.add_argument("--hidden", type=cli.positive_int, default=None, help="hidden units (default 32; memory: 128)")
     parser.add_argument("--batch", type=cli.positive_int, default=16, help="sequences in the batch")
     parser.add_argument(
         "--seed", type=cli.seed, default=0, help="seed of the inputs and of every cell's weights (an integer >= 0)"
@@ -179,33 +220,80 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument(
         "--out",
         type=cli.output_file(".png", ".svg", ".pdf"),
-        default="bptt.png",
-        help="where to write the plot (.png, .svg or .pdf)",
+        default=None,
+        help="where to write the plot (.png, .svg or .pdf; default bptt.png, with --study bptt_STUDY.png)",
     )
     return parser
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    from .. import cli
+    from . import internals
+
+    study = args.study
+    path = args.out if args.out is not None else cli.check_output_file(internals.default_path(study, None))
+    hidden = args.hidden if args.hidden is not None else (128 if study == "memory" else 32)
+    sizes = f"--hidden {hidden} --batch {args.batch}"
+    common = {"hidden": hidden, "batch": args.batch, "seed": args.seed, "path": path}
+    if study == "memory":
+        T = max(args.lengths)
+        # measure_bptt_memory's LSTM: 8 inputs, float32; the full-BPTT run is the larger one.
+        cli.check_memory(cli.model_memory("lstm", 8, hidden, T, args.batch, 4), f"{sizes} --lengths ...{T}")
+        res = internals.study_memory(
+            args.lengths, hidden=hidden, batch=args.batch, repeats=args.repeats, seed=args.seed, path=path
+        )
+        print(
+            "full vs checkpointed BPTT: tracemalloc peak (numpy arrays and Python objects) and CPU seconds "
+            "of one forward + backward"
+        )
+    else:
+        variants = internals.variants_from(args.cells.split(","), args.forget_bias)
+        steps = args.steps if args.steps is not None else (60 if study == "flow" else 100)
+        # The weights study keeps one W_hh-sized gradient per step and the flow matrix keeps the graph between
+        # its T backward passes: both cost about what a retained graph does.
+        retained = study in ("weights", "flow")
+        need = max(cli.model_memory(v[1], 2, hidden, steps, args.batch, 8, retain_graph=retained) for v in variants)
+        cli.check_memory(need, f"{sizes} --steps {steps}")
+        if study == "weights":
+            res = internals.study_weights(variants, steps=steps, **common)
+            print(f"||term t of dL/dW_hh|| (Recording.param_grads), adding task, T={steps}, loss on the last step")
+        elif study == "flow":
+            res = internals.study_flow(variants, steps=steps, **common)
+            print(f"mean ||dL_t/dh_s|| at lag t-s (bptt.flow_matrix), running adding task, T={steps}")
+        else:
+            res = internals.study_truncation(variants, steps=steps, ks=args.windows, **common)
+            print(f"cosine of tbptt's gradient to full BPTT's (bptt.truncation_bias), running adding task, T={steps}")
+    print(res["table"])
+    print(f"wrote {res['figure']}")
+    return 0
 
 
 def _run_cli(args: argparse.Namespace) -> int:
     from .. import cli
 
+    if getattr(args, "study", None) is not None:
+        return _run_study(args)
+    steps = args.steps if args.steps is not None else 100
+    hidden = args.hidden if args.hidden is not None else 32
+    out = args.out if args.out is not None else cli.check_output_file("bptt.png")
     cells = [c.strip().lower() for c in args.cells.split(",") if c.strip()]
     input_size = 2 if args.task == "adding" else 1
     need = max(
-        (cli.model_memory(c, input_size, args.hidden, args.steps, args.batch, 8) for c in cells if c in CELL_KINDS),
+        (cli.model_memory(c, input_size, hidden, steps, args.batch, 8) for c in cells if c in CELL_KINDS),
         default=0,
     )
-    cli.check_memory(need, f"--hidden {args.hidden} --steps {args.steps} --batch {args.batch}")
+    cli.check_memory(need, f"--hidden {hidden} --steps {steps} --batch {args.batch}")
     res = compare_cells(
         cells,
-        steps=args.steps,
+        steps=steps,
         task=args.task,
-        hidden=args.hidden,
+        hidden=hidden,
         batch=args.batch,
         seed=args.seed,
         forget_bias=args.forget_bias,
-        path=args.out,
+        path=out,
     )
-    print(f"||dL/dh_t|| through time, {args.task} task, T={args.steps} (loss on the last step's output)")
+    print(f"||dL/dh_t|| through time, {args.task} task, T={steps} (loss on the last step's output)")
     print(res["table"])
     print(f"wrote {res['path']}")
     return 0

@@ -13,7 +13,10 @@ contributions over the steps.
 
 Studying BPTT: every executed step (in cells and in layers) is reported to the callables in ``STEP_OBSERVERS``
 as a ``StepRecord`` holding the new state and the post-activation gates; with no observer it costs one list
-test per step. Layers also accept ``return_states=True`` in ``forward`` to get every step's states back.
+test per step. An observer with ``wants_param_uses = True`` (``bptt.record()``) also gets, per step, an alias
+of every parameter the step used (``_use``: a ``p[...]`` node, so its gradient is that step's term of p's) and,
+for a layer, the input projection of all steps (whose step-t rows give W_ih's term). Layers also accept
+``return_states=True`` in ``forward`` to get every step's states back.
 
 Variable-length batches: the layers take a ``PackedSequence`` (``nn.utils.rnn``) and run step t on the rows of
 the sequences that have a step t only (torch's per-step batch sizes), so padding never enters the recurrence.
@@ -61,6 +64,33 @@ class StepRecord:
     # of batch_size sequences (those that have a step t). None: every row, in the caller's order.
     rows: np.ndarray | None = None
     batch_size: int | None = None
+    # Only when an observer has ``wants_param_uses = True``: the per-step aliases of the parameters this step used,
+    # by parameter name (an alias's gradient is the step's own term of that parameter's gradient), and for a layer
+    # the input projection computed for all steps at once (its step-t rows' gradient gives W_ih's and the
+    # projected biases' step-t terms).
+    params: dict[str, Tensor] | None = None
+    projection: StepProjection | None = None
+
+
+@dataclass
+class StepProjection:
+    """A layer's input projection ``out = x @ W_ih^T + b`` of all steps, seen from step ``t``.
+
+    ``out.grad[index]`` (retained) is the gradient g_t reaching step t's rows: W_ih's step-t term is
+    g_t^T x[index], and each bias in ``biases`` (added into the projection) has the term g_t summed over the batch.
+    """
+
+    out: Tensor  # (T, [B,] nH), or packed rows (N, nH)
+    x: Tensor  # the layer's input (T, [B,] I), or packed rows (N, I)
+    t: int
+    weight: str  # the name of W_ih, e.g. "weight_ih_l0"
+    biases: tuple[str, ...]  # the biases folded into the projection, e.g. ("bias_ih_l0", "bias_hh_l0")
+    rows: slice | None = None  # packed input: the rows of ``out`` and ``x`` that are step t's (None: ``[t]``)
+
+    @property
+    def index(self) -> int | slice:
+        """Where step t sits in ``out`` and ``x``: ``t`` (time-major input) or the packed rows' slice."""
+        return self.t if self.rows is None else self.rows
 
 
 STEP_OBSERVERS: list[Callable[[StepRecord], None]] = []  # empty = zero cost
@@ -77,11 +107,30 @@ def _notify(
     gates: dict,
     rows: np.ndarray | None = None,
     batch_size: int | None = None,
+    params: dict[str, Tensor] | None = None,
+    projection: StepProjection | None = None,
 ) -> None:
     """Hand one step to every observer (called only when ``STEP_OBSERVERS`` is not empty)."""
-    record = StepRecord(module, kind, layer, direction, t, h, c, gates, rows, batch_size)
+    record = StepRecord(module, kind, layer, direction, t, h, c, gates, rows, batch_size, params, projection)
     for observer in list(STEP_OBSERVERS):  # a copy: an observer may remove itself
         observer(record)
+
+
+def _param_uses() -> dict[str, Tensor] | None:
+    """A fresh dict for one step's parameter aliases if an observer wants them, else None (call only when
+    ``STEP_OBSERVERS`` is not empty)."""
+    return {} if any(getattr(o, "wants_param_uses", False) for o in STEP_OBSERVERS) else None
+
+
+def _use(p: Tensor | None, name: str, uses: dict[str, Tensor] | None) -> Tensor | None:
+    """The parameter ``p`` as this step uses it: ``p`` itself, or, when ``uses`` collects them, a new graph node
+    with p's value (``p[...]``, a view) whose gradient is this step's use alone; it flows on into ``p.grad``."""
+    if uses is None or p is None:
+        return p
+    alias = p[...]
+    alias.name = name
+    uses[name] = alias
+    return alias
 
 
 # --------------------------------------------------------------------------------------------- activations
@@ -297,8 +346,11 @@ class _Recurrent(Module):
     def _extra_parameters(self, sfx: str, k: float, dtype: np.dtype) -> None:
         """Hook for a kind's parameters beyond W_ih, W_hh and the biases (LSTM projection and peepholes)."""
 
-    def _step(self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str) -> tuple[Any, dict]:
-        """One step with the parameters of suffix ``sfx``: returns (new state, gates dict); state is h or (h, c)."""
+    def _step(
+        self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str, uses: dict | None = None
+    ) -> tuple[Any, dict]:
+        """One step with the parameters of suffix ``sfx``: returns (new state, gates dict); state is h or (h, c).
+        Parameters it fetches itself (peepholes, W_hr) go through ``_use(p, name, uses)`` (``StepRecord.params``)."""
         raise NotImplementedError
 
     def _state_sizes(self) -> tuple[int, ...]:
@@ -344,7 +396,9 @@ class _RNNKind:
         self.nonlinearity = nonlinearity
         self._act = ACTIVATIONS[nonlinearity]
 
-    def _step(self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str) -> tuple[Any, dict]:
+    def _step(
+        self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str, uses: dict | None = None
+    ) -> tuple[Any, dict]:
         return rnn_step(xw, state, w_hh, b_hh, self._act), {}
 
 
@@ -355,7 +409,9 @@ class _GRUKind:
     _chunks = 3
     _fold_bias = False
 
-    def _step(self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str) -> tuple[Any, dict]:
+    def _step(
+        self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str, uses: dict | None = None
+    ) -> tuple[Any, dict]:
         h, (r, z, n) = gru_step(xw, state, w_hh, b_hh)
         return h, {"r": r, "z": z, "n": n}
 
@@ -384,10 +440,12 @@ class _LSTMKind:
     def _state_sizes(self) -> tuple[int, ...]:
         return (self._out_size(), self.hidden_size)
 
-    def _step(self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str) -> tuple[Any, dict]:
+    def _step(
+        self, xw: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None, sfx: str, uses: dict | None = None
+    ) -> tuple[Any, dict]:
         h, c = state
-        peep = tuple(getattr(self, name + sfx) for name in _PEEPHOLES) if self.peephole else None
-        w_hr = getattr(self, "weight_hr" + sfx, None)
+        peep = tuple(_use(getattr(self, n + sfx), n + sfx, uses) for n in _PEEPHOLES) if self.peephole else None
+        w_hr = _use(getattr(self, "weight_hr" + sfx, None), "weight_hr" + sfx, uses)
         h, c, (i, f, g, o) = lstm_step(
             xw, h, c, w_hh, b_hh, peep, self._gate_fn, self._cell_fn, self._elementwise, w_hr
         )
@@ -427,8 +485,8 @@ class _CellBase(_Recurrent):
         """The default initial state, named ``h0`` or ``c0``: zeros of shape (B, H) or (H,)."""
         return Tensor(np.zeros((*x.shape[:-1], self.hidden_size), x.dtype), name=name)
 
-    def _xw(self, x: Tensor) -> Tensor:
-        return affine(x, self.weight_ih, self.bias_ih)
+    def _xw(self, x: Tensor, uses: dict | None = None) -> Tensor:
+        return affine(x, _use(self.weight_ih, "weight_ih", uses), _use(self.bias_ih, "bias_ih", uses))
 
     def _cell_forward(self, x: Any, hx: Any) -> Any:
         """Check the input and state (zeros when None), run one ``_step`` and tell the observers."""
@@ -439,10 +497,13 @@ class _CellBase(_Recurrent):
         else:
             parts = [self._state(s, x, n) for n, s in self._hx_parts(hx, names)]
         state = parts[0] if len(parts) == 1 else tuple(parts)
-        state, gates = self._step(self._xw(x), state, self.weight_hh, self.bias_hh, "")
+        # Per-step aliases of the parameters (bptt.record): a cell call is one step, so each call gets its own.
+        uses = _param_uses() if STEP_OBSERVERS else None
+        w_hh, b_hh = _use(self.weight_hh, "weight_hh", uses), _use(self.bias_hh, "bias_hh", uses)
+        state, gates = self._step(self._xw(x, uses), state, w_hh, b_hh, "", uses)
         if STEP_OBSERVERS:
             h, c = state if isinstance(state, tuple) else (state, None)
-            _notify(self, self._kind, 0, 0, None, h, c, gates)
+            _notify(self, self._kind, 0, 0, None, h, c, gates, params=uses)
         return state
 
 
@@ -676,6 +737,9 @@ class _RNNBase(_Recurrent):
         # The input projection of every step at once: one (T*B, I) @ (I, nH) matmul instead of T small ones.
         xw_all = affine(x, w_ih, b_ih + b_hh if b_ih is not None and self._fold_bias else b_ih)
         step_b_hh = None if self._fold_bias else b_hh
+        # Names for the per-step parameter aliases (bptt.record): W_hh's and b_hh's, and the biases in xw_all.
+        w_name, b_name = "weight_hh" + sfx, "bias_hh" + sfx
+        folded = () if b_ih is None else ("bias_ih" + sfx, b_name) if self._fold_bias else ("bias_ih" + sfx,)
         state = init[layer * (2 if self.bidirectional else 1) + d]
         if sizes is not None:
             starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -685,18 +749,23 @@ class _RNNBase(_Recurrent):
         hs: list[Any] = [None] * T
         states: list[Any] = [None] * T if keep_states else []
         for t in range(T - 1, -1, -1) if d else range(T):
-            if sizes is None:
-                xw = xw_all[t]
-            else:
-                n, have = int(sizes[t]), (state[0] if isinstance(state, tuple) else state).shape[0]
-                xw = xw_all[int(starts[t]) : int(starts[t]) + n]
-                if n < have:  # forward: the sequences of length t ended at step t-1; keep their final state
-                    ended.append(_rows(state, n, have))
-                    state = _rows(state, 0, n)
-                elif n > have:  # reverse: the sequences of length t+1 start here, from their initial state
-                    state = _join(state, _rows(init_state, have, n))
-            with scope(f"t={t}"), scope("cell"):
-                state, gates = self._step(xw, state, w_hh, step_b_hh, sfx)
+            with scope(f"t={t}"):  # the step's slice of the input projection belongs to the step too
+                if sizes is None:
+                    span = None
+                    xw = xw_all[t]
+                else:
+                    n, have = int(sizes[t]), (state[0] if isinstance(state, tuple) else state).shape[0]
+                    span = slice(int(starts[t]), int(starts[t]) + n)
+                    xw = xw_all[span]
+                    if n < have:  # forward: the sequences of length t ended at step t-1; keep their final state
+                        ended.append(_rows(state, n, have))
+                        state = _rows(state, 0, n)
+                    elif n > have:  # reverse: the sequences of length t+1 start here, from their initial state
+                        state = _join(state, _rows(init_state, have, n))
+                uses = _param_uses() if STEP_OBSERVERS else None
+                w, b = (w_hh, step_b_hh) if uses is None else (_use(w_hh, w_name, uses), _use(step_b_hh, b_name, uses))
+                with scope("cell"):
+                    state, gates = self._step(xw, state, w, b, sfx, uses)
             h = state[0] if isinstance(state, tuple) else state
             hs[t] = h
             if keep_states:
@@ -704,7 +773,11 @@ class _RNNBase(_Recurrent):
             if STEP_OBSERVERS:
                 c = state[1] if isinstance(state, tuple) else None
                 rows = None if sizes is None else order[: int(sizes[t])]
-                _notify(self, self._kind, layer, d, t, h, c, gates, rows, None if sizes is None else len(order))
+                proj = None
+                if uses is not None and xw_all.requires_grad:
+                    proj = StepProjection(xw_all, x, t, "weight_ih" + sfx, folded, span)
+                batch = None if sizes is None else len(order)
+                _notify(self, self._kind, layer, d, t, h, c, gates, rows, batch, uses, proj)
         if sizes is None:
             return stack(hs, axis=0), states, state
         if ended:  # rows back in sorted order: the longest sequences (still running) first
