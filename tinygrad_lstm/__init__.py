@@ -1,6 +1,7 @@
 """tinygrad_lstm: a small reverse-mode autodiff engine on numpy for studying backpropagation through time."""
 
 from . import memory
+from .func import jvp, vjp
 from .gradcheck import GradcheckError, gradcheck
 from .io import load, save
 from .tensor import (
@@ -46,6 +47,7 @@ __all__ = [
     "get_rng",
     "gradcheck",
     "is_grad_enabled",
+    "jvp",
     "load",
     "manual_seed",
     "maximum",
@@ -56,6 +58,7 @@ __all__ = [
     "set_default_dtype",
     "stack",
     "unbroadcast",
+    "vjp",
     "where",
 ]
 
