@@ -7,6 +7,8 @@ Everything here is built on the engine's own graph and VJPs; nothing differentia
   non-finite gradient, an ``.npz`` dump and a plot.
 * ``jacobian_norms`` / ``step_jacobian_norms`` measure the spectral norms of ``dh_T/dh_t`` and ``dh_t/dh_{t-1}``
   exactly, one backward pass per hidden unit.
+* ``rtrl``, ``snap`` (SnAp-1) and ``uoro`` compute the gradient forward in time with forward-mode JVPs, no graph
+  across steps; ``compare_gradient_methods`` measures them (and truncated BPTT) against BPTT's exact gradient.
 * ``tbptt`` trains (or just accumulates gradients) with truncated backpropagation through time.
 * ``compare_cells`` is the ``python -m tinygrad_lstm bptt`` command: gradient norm through time per cell type.
 
@@ -15,6 +17,7 @@ Time indices: in a ``Recording``, ``t`` is the 0-based step, and ``h_t`` is the 
 textbook way instead, see their docstrings.
 """
 
+from .forward import compare_gradient_methods, rtrl, snap, uoro
 from .jacobians import jacobian_norms, step_jacobian_norms
 from .recording import CELL_KINDS, GATE_NAMES, NotRecordedError, Recording, record
 from .study import add_cli_arguments, compare_cells, format_table, measure_gradient_flow, plot_gradient_flow, run_cli
@@ -27,12 +30,16 @@ __all__ = [
     "Recording",
     "add_cli_arguments",
     "compare_cells",
+    "compare_gradient_methods",
     "format_table",
     "jacobian_norms",
     "measure_gradient_flow",
     "plot_gradient_flow",
     "record",
+    "rtrl",
     "run_cli",
+    "snap",
     "step_jacobian_norms",
     "tbptt",
+    "uoro",
 ]
