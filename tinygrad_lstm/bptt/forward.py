@@ -197,10 +197,11 @@ def snap(cell: Callable, xs: Any, ys: Any, loss_fn: LossFn, state: Any = None, *
 
     Same arguments and effect as ``rtrl``. The pattern (the units each parameter entry moves in one step: unit i
     for row i of an RNN's or GRU's weights, and all of a unit's state, h_i and c_i, for an LSTM's) is found once,
-    from the immediate Jacobian at a random state and input; M is stored compressed, (P, B, n) for at most n entries per parameter.
-    Per step: the state Jacobian from S forward-mode directions and J_theta from the parameters' ``Basis`` seed,
-    M_t = pattern * (J_s M_{t-1} + J_theta). Exact when units do not interact (a diagonal recurrent weight); a
-    biased approximation otherwise. Only ``n=1`` is implemented.
+    from the immediate Jacobian at a random state and input; M is stored compressed, (P, B, n) for at most n
+    entries per parameter. Per step: the state Jacobian from S forward-mode directions and J_theta from the
+    parameters' ``Basis`` seed, M_t = pattern * (J_s M_{t-1} + J_theta), with no S^2 P product.
+    Exact when units do not interact (a diagonal recurrent weight); a biased approximation otherwise.
+    Only ``n=1`` is implemented.
     """
     fn = "snap"
     _check_n(n, fn)
