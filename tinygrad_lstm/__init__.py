@@ -1,6 +1,7 @@
 """tinygrad_lstm: a small reverse-mode autodiff engine on numpy for studying backpropagation through time."""
 
 from . import memory, threads
+from .func import jvp, vjp
 from .gradcheck import GradcheckError, gradcheck
 from .io import load, save
 from .tensor import (
@@ -51,6 +52,7 @@ __all__ = [
     "get_rng",
     "gradcheck",
     "is_grad_enabled",
+    "jvp",
     "load",
     "manual_seed",
     "maximum",
@@ -62,6 +64,7 @@ __all__ = [
     "set_num_threads",
     "stack",
     "unbroadcast",
+    "vjp",
     "where",
 ]
 

@@ -35,6 +35,9 @@ class _Modes(threading.local):
     grad_enabled: bool = True
     anomaly: bool = False
     scope: tuple = ()
+    # Forward mode: the active ``DualLevel`` or None. ``tensor._apply`` tests this one attribute after every op,
+    # so forward mode costs nothing else when it is off (measured: tools/bench_ops.py --quick, no change).
+    fwd: Any = None
 
 
 class _Defaults:
@@ -153,6 +156,36 @@ class detect_anomaly(_Switch):
 def is_grad_enabled() -> bool:
     """True unless this thread is inside ``no_grad()``."""
     return _modes.grad_enabled
+
+
+class DualLevel:
+    """Forward mode in this thread (``with DualLevel(k):``, as ``torch.autograd.forward_ad.dual_level``).
+
+    Inside, every op whose inputs carry tangents of this level computes its output's tangent with its ``jvp``.
+    A tangent always has a leading axis of ``k`` directions (k = 1 for a single JVP): an array of shape
+    ``(k, *t.shape)``, or an ``ops.Basis``. Tangents are tagged with their level, so a tangent left on a tensor
+    by an earlier level is ignored (it reads as zero) instead of leaking into a later computation. Levels do
+    not nest: forward-over-forward is not supported.
+    """
+
+    def __init__(self, k: int = 1) -> None:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"DualLevel: k (the number of tangent directions) must be an int >= 1, got {k!r}")
+        self.k = int(k)
+
+    def __enter__(self) -> DualLevel:
+        if _modes.fwd is not None:
+            raise RuntimeError("DualLevel: forward mode is already on in this thread (levels do not nest)")
+        _modes.fwd = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _modes.fwd = None
+
+
+def forward_level() -> DualLevel | None:
+    """The forward-mode level in force in this thread, or None."""
+    return _modes.fwd
 
 
 class scope:

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .tensor import Tensor, default_dtype, no_grad
+from . import engine
+from .tensor import Tensor, default_dtype, get_tangent, no_grad, set_tangent
 
 
 class GradcheckError(AssertionError):
@@ -28,6 +29,9 @@ def gradcheck(
     atol: float = 1e-5,
     rtol: float = 1e-3,
     seed: int = 0,
+    *,
+    check_forward_ad: bool = False,
+    check_backward_ad: bool = True,
 ) -> bool:
     """Compare d(v . fn(*inputs))/d(input) from backward() with central differences, in float64.
 
@@ -35,6 +39,10 @@ def gradcheck(
     checked are the float Tensors with ``requires_grad=True`` (all float inputs if none is marked); other
     inputs pass through unchanged. Returns True, or raises GradcheckError naming the input, the worst index
     and both values.
+
+    ``check_forward_ad=True`` also checks forward mode (the ops' JVPs, as PyTorch's flag of that name): for
+    each checked input, the tangent of every output for a random direction u of that input against the
+    central difference (fn(x + eps u) - fn(x - eps u)) / (2 eps). ``check_backward_ad=False`` skips the VJP check.
     """
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     marked = [isinstance(x, Tensor) and x.requires_grad for x in inputs]
@@ -51,6 +59,10 @@ def gradcheck(
         for x, m in zip(inputs, marked)
     ]
     rng = np.random.default_rng(seed)
+    if check_forward_ad:
+        _check_forward(fn, args, marked, eps, atol, rtol, np.random.default_rng(seed + 1))
+    if not check_backward_ad:
+        return True
     with default_dtype(np.float64):
         outs = _outputs(fn(*args))
         vs = [rng.standard_normal(o.shape) for o in outs]
@@ -92,3 +104,40 @@ def gradcheck(
                     f"(atol={atol}, rtol={rtol})"
                 )
     return True
+
+
+def _check_forward(
+    fn: Callable[..., Any], args: list, marked: list, eps: float, atol: float, rtol: float, rng: np.random.Generator
+) -> None:
+    """Forward mode: J u from the JVPs against the central difference along u, one checked input at a time."""
+    with default_dtype(np.float64):
+        for pos, (x, m) in enumerate(zip(args, marked)):
+            if not m:
+                continue
+            u = rng.standard_normal(x.shape)
+            with engine.DualLevel(1):
+                set_tangent(x, u[None])
+                outs = _outputs(fn(*args))
+                analytic = [get_tangent(o) for o in outs]
+                set_tangent(x, None)
+            orig = x.data.copy()
+            with no_grad():
+                x.data[...] = orig + eps * u
+                up = [o.data.astype(np.float64) for o in _outputs(fn(*args))]
+                x.data[...] = orig - eps * u
+                down = [o.data.astype(np.float64) for o in _outputs(fn(*args))]
+                x.data[...] = orig
+            for j, (o, a, hi, lo) in enumerate(zip(outs, analytic, up, down)):
+                numeric = (hi - lo) / (2 * eps)
+                got = np.zeros(o.shape) if a is None else a[0]
+                with np.errstate(invalid="ignore"):
+                    excess = np.abs(got - numeric) - (atol + rtol * np.abs(numeric))
+                excess = np.where(np.isfinite(excess), excess, np.inf)
+                if excess.size and excess.max() > 0:
+                    worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(excess)), o.shape))
+                    label = f"input {pos}" + (f" ({x.name})" if x.name else "") + f" of shape {x.shape}"
+                    raise GradcheckError(
+                        f"gradcheck (forward mode): output {j} of shape {o.shape}, tangent along {label}: JVP and "
+                        f"numeric directional derivative differ; worst at index {worst}: JVP "
+                        f"{float(got[worst])!r}, numeric {float(numeric[worst])!r} (atol={atol}, rtol={rtol})"
+                    )

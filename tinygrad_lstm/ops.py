@@ -124,6 +124,73 @@ def _is_basic(idx) -> bool:
 
 _BASIC_TYPES = frozenset({int, slice, type(None), type(Ellipsis)})
 
+# ------------------------------------------------------------------------------------------- tangent values
+#
+# Forward mode (engine.DualLevel): a tangent ALWAYS has a leading axis of k directions, (k, *shape), k = 1 for a
+# single JVP. One layout everywhere keeps every JVP a single numpy expression: a primal's axis a is the tangent's
+# axis a + 1 (``_tax``), and a tangent meets a primal of higher rank after ``_lift`` inserts the missing axes
+# after the direction axis. The one other tangent value is ``Basis``, the identity seed of RTRL.
+
+
+class Basis:
+    """A tangent of k directions in which direction ``offset + i`` is the unit vector of a tensor's i-th entry
+    (flat, C order) and every other direction is zero: seeding a parameter with it makes forward mode carry the
+    derivative of everything downstream with respect to each of that parameter's entries (RTRL's influence).
+    Ops that can use it as it is (``Linear``) set ``takes_basis``; the engine makes it dense for the others."""
+
+    __slots__ = ("k", "offset", "shape")
+
+    def __init__(self, k: int, offset: int, shape: tuple) -> None:
+        size = int(np.prod(shape, dtype=np.int64))
+        if not (0 <= offset and offset + size <= k):
+            raise ValueError(f"Basis: directions {offset}..{offset + size} do not fit in k={k}")
+        self.k, self.offset, self.shape = int(k), int(offset), tuple(shape)
+
+    def dense(self, dtype: np.dtype) -> Array:
+        """As an array (k, *shape): zeros, with a 1 at [offset + i, entry i]."""
+        n = int(np.prod(self.shape, dtype=np.int64))
+        out = np.zeros((self.k, n), dtype)
+        out[self.offset + np.arange(n), np.arange(n)] = 1
+        return out.reshape((self.k, *self.shape))
+
+
+def dense_tangent(t, dtype: np.dtype):
+    """A tangent value as an array (a ``Basis`` made dense in ``dtype``); None and arrays pass through."""
+    return t.dense(dtype) if isinstance(t, Basis) else t
+
+
+def _lift(t: Array, n: int) -> Array:
+    """A tangent (k, *s) with axes of length 1 inserted after the direction axis until it has 1 + n axes."""
+    m = t.ndim - 1
+    return t if m >= n else t.reshape(t.shape[:1] + (1,) * (n - m) + t.shape[1:])
+
+
+def _tax(axis, ndim: int):
+    """A primal's reduction axis (None, int or tuple) as the same axes of its tangent (direction axis first)."""
+    if axis is None:
+        return tuple(range(1, ndim + 1))
+    if isinstance(axis, tuple):
+        return tuple(a % ndim + 1 for a in axis)
+    return axis % ndim + 1
+
+
+def _no_ellipsis(idx, ndim: int):
+    """``idx`` as a tuple with any Ellipsis written out as full slices (for a tensor of ``ndim`` axes), so that it
+    never reaches an axis appended after those."""
+    parts = idx if type(idx) is tuple else (idx,)
+    if not any(p is Ellipsis for p in parts):
+        return parts
+    used = 0
+    for p in parts:
+        if p is None or p is Ellipsis or isinstance(p, (bool, np.bool_)):
+            continue
+        used += p.ndim if isinstance(p, np.ndarray) and p.dtype == bool else 1
+    out = []
+    for p in parts:
+        out.extend([slice(None)] * (ndim - used) if p is Ellipsis else [p])
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------------------------------- the op
 
 
@@ -141,6 +208,7 @@ class Op:
     saves_output = False  # True if ``saved`` holds the output: writing it in place (through a detached alias)
     # invalidates the VJP
     takes_lazy = False  # True if backward accepts an unevaluated ``Outer`` gradient (a 2-D transpose)
+    takes_basis = False  # True if jvp accepts a ``Basis`` tangent (else the engine hands it a dense array)
     saved: tuple = ()
     needs: tuple = ()
     out_version = None  # (counter, value) once the output's data is shared by a detached tensor
@@ -192,12 +260,17 @@ class Op:
         """Map the output gradient to one gradient value (or None) per input."""
         raise NotImplementedError
 
+    def jvp(self, *tangents: Array | None) -> Array | None:
+        """Forward mode: map one tangent per input (k directions on a leading axis, (k, *input.shape); None is
+        zero) to the output's tangent, in (k, *output.shape) or a shape that broadcasts to it."""
+        raise NotImplementedError(f"{self.name}: no forward-mode JVP")
+
 
 # ----------------------------------------------------------------------------------------- binary elementwise
 
 
 class Add(Op):
-    """d(a+b) = (g, g)"""
+    """d(a+b) = (g, g); JVP t_a + t_b"""
 
     def forward(self, a, b):
         return a + b
@@ -205,9 +278,15 @@ class Add(Op):
     def backward(self, g):
         return g, g
 
+    def jvp(self, ta, tb):
+        if ta is None or tb is None:
+            return tb if ta is None else ta  # (the engine broadcasts it to the output)
+        n = max(ta.ndim, tb.ndim) - 1
+        return _lift(ta, n) + _lift(tb, n)
+
 
 class Sub(Op):
-    """d(a-b) = (g, -g)"""
+    """d(a-b) = (g, -g); JVP t_a - t_b"""
 
     def forward(self, a, b):
         return a - b
@@ -215,9 +294,17 @@ class Sub(Op):
     def backward(self, g):
         return g, (-g if self.needs[1] else None)
 
+    def jvp(self, ta, tb):
+        if tb is None:
+            return ta
+        if ta is None:
+            return -tb
+        n = max(ta.ndim, tb.ndim) - 1
+        return _lift(ta, n) - _lift(tb, n)
+
 
 class Mul(Op):
-    """d(a*b) = (g*b, g*a)"""
+    """d(a*b) = (g*b, g*a); JVP t_a*b + a*t_b"""
 
     saves = (0, 1)
 
@@ -229,9 +316,17 @@ class Mul(Op):
         a, b = self.saved
         return (g * b if self.needs[0] else None), (g * a if self.needs[1] else None)
 
+    def jvp(self, ta, tb):
+        a, b = self.saved
+        n = max(a.ndim, b.ndim)
+        out = None if ta is None else _lift(ta, n) * b
+        if tb is not None:
+            out = a * _lift(tb, n) if out is None else out + a * _lift(tb, n)
+        return out
+
 
 class Div(Op):
-    """d(a/b) = (g/b, -g*a/b^2)"""
+    """d(a/b) = (g/b, -g*a/b^2); JVP (t_a - (a/b)*t_b)/b"""
 
     saves = (0, 1)
 
@@ -243,9 +338,21 @@ class Div(Op):
         a, b = self.saved
         return (g / b if self.needs[0] else None), (-g * a / (b * b) if self.needs[1] else None)
 
+    def jvp(self, ta, tb):
+        a, b = self.saved
+        n = max(a.ndim, b.ndim)
+        out = None if ta is None else _lift(ta, n) / b
+        if tb is not None:
+            term = -(a / (b * b)) * _lift(tb, n)
+            out = term if out is None else out + term
+        return out
+
 
 class Pow(Op):
-    """d(a**b) = (g*b*a^(b-1), g*a^b*log(a)); the second term is 0 where a == 0 and b >= 0 (as PyTorch)."""
+    """d(a**b) = (g*b*a^(b-1), g*a^b*log(a)); the second term is 0 where a == 0 and b >= 0 (as PyTorch)
+
+    JVP t_a*b*a^(b-1) + t_b*a^b*log(a), with the same zeros
+    """
 
     saves_output = True
 
@@ -266,9 +373,24 @@ class Pow(Op):
                 gb = np.where((a == 0) & (b >= 0), 0.0, g * out * np.log(a)).astype(out.dtype, copy=False)
         return ga, gb
 
+    def jvp(self, ta, tb):
+        a, b, out = self.saved
+        n = out.ndim
+        res = None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if ta is not None:
+                res = np.where(b == 0, 0.0, b * a ** (b - 1)).astype(out.dtype, copy=False) * _lift(ta, n)
+            if tb is not None:
+                cb = np.where((a == 0) & (b >= 0), 0.0, out * np.log(a)).astype(out.dtype, copy=False)
+                res = cb * _lift(tb, n) if res is None else res + cb * _lift(tb, n)
+        return res
+
 
 class Maximum(Op):
-    """d max(a,b) = g where a wins, split evenly on ties (as PyTorch)."""
+    """d max(a,b) = g where a wins, split evenly on ties (as PyTorch)
+
+    JVP w*t_a + (1-w)*t_b with w = 1 where a wins, 1/2 on ties (the VJP's split, so the two agree)
+    """
 
     saves = (0, 1)
     pick = staticmethod(np.maximum)
@@ -283,16 +405,25 @@ class Maximum(Op):
         wa = (self.wins(a, b) + 0.5 * (a == b)).astype(g.dtype, copy=False)
         return g * wa, g * (1 - wa)
 
+    def jvp(self, ta, tb):
+        a, b = self.saved
+        wa = (self.wins(a, b) + 0.5 * (a == b)).astype(np.result_type(a, b), copy=False)
+        n = wa.ndim
+        out = None if ta is None else wa * _lift(ta, n)
+        if tb is not None:
+            out = (1 - wa) * _lift(tb, n) if out is None else out + (1 - wa) * _lift(tb, n)
+        return out
+
 
 class Minimum(Maximum):
-    """d min(a,b) = g where a wins, split evenly on ties (as PyTorch)."""
+    """d min(a,b) = g where a wins, split evenly on ties (as PyTorch); JVP w*t_a + (1-w)*t_b, w as for Maximum"""
 
     pick = staticmethod(np.minimum)
     wins = staticmethod(np.less)
 
 
 class Where(Op):
-    """d where(c, a, b) = (-, g where c, g where not c); the condition gets no gradient."""
+    """d where(c, a, b) = (-, g where c, g where not c); the condition gets no gradient; JVP where(c, t_a, t_b)"""
 
     saves = (0,)
 
@@ -304,6 +435,13 @@ class Where(Op):
         (c,) = self.saved
         zero = np.zeros((), g.dtype)
         return None, np.where(c, g, zero), np.where(c, zero, g)
+
+    def jvp(self, tc, ta, tb):
+        (c,) = self.saved
+        ref = ta if ta is not None else tb
+        n = max(c.ndim, *(t.ndim - 1 for t in (ta, tb) if t is not None))
+        zero = np.zeros((), ref.dtype)
+        return np.where(c, zero if ta is None else _lift(ta, n), zero if tb is None else _lift(tb, n))
 
 
 def _rows(a: Array) -> Array:
@@ -321,7 +459,10 @@ def _ones_column(n: int, dtype: np.dtype) -> Array:
 
 
 class MatMul(Op):
-    """d(a@b) = (g @ b^T, a^T @ g), with numpy's 1-D promotion rules undone; a 2-D b's term stays an ``Outer``."""
+    """d(a@b) = (g @ b^T, a^T @ g), with numpy's 1-D promotion rules undone; a 2-D b's term stays an ``Outer``
+
+    JVP t_a @ b + a @ t_b, with the same 1-D rules
+    """
 
     saves = (0, 1)
 
@@ -355,9 +496,31 @@ class MatMul(Op):
             gb = gb[..., 0] if b.ndim == 1 else gb
         return ga, gb
 
+    def jvp(self, ta, tb):
+        a, b = self.saved
+        # As the VJP: promote 1-D operands to matrices, then lift every tangent to the common batch rank (the
+        # direction axis leads, before the batch axes) and drop the promoted axes again at the end.
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        n = max(a2.ndim, b2.ndim)
+        out = None
+        if ta is not None:
+            out = _lift(ta[..., None, :] if a.ndim == 1 else ta, n) @ b2
+        if tb is not None:
+            term = a2 @ _lift(tb[..., :, None] if b.ndim == 1 else tb, n)
+            out = term if out is None else out + term
+        if b.ndim == 1:
+            out = out[..., 0]
+        if a.ndim == 1:
+            out = out[..., 0] if b.ndim == 1 else out[..., 0, :]
+        return out
+
 
 class Linear(Op):
     """d(x @ w^T + b) = (g @ w, g^T @ x, g^T @ 1); x is (..., in), w (out, in), b (out,); w's and b's as ``Outer``.
+
+    JVP t_x @ w^T + x @ t_w^T + t_b. A ``Basis`` tangent of w or b (RTRL's seed) is not made dense: its block of
+    directions is written straight into the result (direction (o, j) of w moves output o by x_j).
 
     One node for a layer's affine map, as PyTorch's addmm: the recurrent cells call it twice per step, so it
     saves them a transpose node and a bias node on each call.
@@ -397,12 +560,43 @@ class Linear(Op):
             return gx, gw
         return gx, gw, (Outer([(g2, _ones_column(g2.shape[0], g2.dtype))], w.shape[:1]) if needs[2] else None)
 
+    takes_basis = True
+
+    def jvp(self, tx, tw, tb=None):
+        x, w = self.saved
+        O, I_ = w.shape
+        k = next(t for t in (tx, tw, tb) if t is not None)
+        k = k.k if isinstance(k, Basis) else k.shape[0]
+        x2 = _rows(x)
+        N = x2.shape[0]
+        if isinstance(tx, Basis):
+            tx = tx.dense(x.dtype)
+        out = None
+        if tx is not None:  # every direction and row in one product: (k*N, in) @ (in, O)
+            out = (tx.reshape(k * N, I_) @ w.T).reshape(k, N, O)
+        if tw is not None and not isinstance(tw, Basis):
+            term = np.matmul(x2, np.swapaxes(tw, -1, -2))  # (N, in) @ (k, in, O)
+            out = term if out is None else np.add(out, term, out=out if out.dtype == term.dtype else None)
+        if tb is not None and not isinstance(tb, Basis):
+            out = np.broadcast_to(tb[:, None, :], (k, N, O)) if out is None else out + tb[:, None, :]
+        if isinstance(tw, Basis) or isinstance(tb, Basis):
+            if out is None or not out.flags.writeable:
+                dt = np.result_type(x, w) if out is None else out.dtype
+                out = np.zeros((k, N, O), dt) if out is None else np.array(out)
+            ar = np.arange(O)
+            if isinstance(tw, Basis):
+                blk = out[tw.offset : tw.offset + O * I_].reshape(O, I_, N, O)
+                blk[ar, :, :, ar] += x2.T  # (O, I_, N): direction (o, j), every row n, output o
+            if isinstance(tb, Basis):
+                out[tb.offset : tb.offset + O].reshape(O, N, O)[ar, :, ar] += 1
+        return out.reshape(k, *x.shape[:-1], O)
+
 
 # --------------------------------------------------------------------------------------------- unary
 
 
 class Neg(Op):
-    """d(-x) = -g"""
+    """d(-x) = -g; JVP -t"""
 
     def forward(self, x):
         return -x
@@ -410,9 +604,12 @@ class Neg(Op):
     def backward(self, g):
         return (-g,)
 
+    def jvp(self, t):
+        return -t
+
 
 class Exp(Op):
-    """d exp(x) = g*exp(x)"""
+    """d exp(x) = g*exp(x); JVP t*exp(x)"""
 
     saves_output = True
 
@@ -424,9 +621,12 @@ class Exp(Op):
     def backward(self, g):
         return (g * self.saved[0],)
 
+    def jvp(self, t):
+        return t * self.saved[0]
+
 
 class Log(Op):
-    """d log(x) = g/x"""
+    """d log(x) = g/x; JVP t/x"""
 
     saves = (0,)
 
@@ -437,9 +637,12 @@ class Log(Op):
     def backward(self, g):
         return (g / self.saved[0],)
 
+    def jvp(self, t):
+        return t / self.saved[0]
+
 
 class Sqrt(Op):
-    """d sqrt(x) = g/(2 sqrt(x))"""
+    """d sqrt(x) = g/(2 sqrt(x)); JVP t/(2 sqrt(x))"""
 
     saves_output = True
 
@@ -451,9 +654,12 @@ class Sqrt(Op):
     def backward(self, g):
         return (g / (2 * self.saved[0]),)
 
+    def jvp(self, t):
+        return t / (2 * self.saved[0])
+
 
 class Abs(Op):
-    """d|x| = g*sign(x) (0 at x == 0, as PyTorch)"""
+    """d|x| = g*sign(x) (0 at x == 0, as PyTorch); JVP t*sign(x)"""
 
     saves = (0,)
 
@@ -464,9 +670,12 @@ class Abs(Op):
     def backward(self, g):
         return (g * np.sign(self.saved[0]),)
 
+    def jvp(self, t):
+        return t * np.sign(self.saved[0])
+
 
 class Sin(Op):
-    """d sin(x) = g*cos(x)"""
+    """d sin(x) = g*cos(x); JVP t*cos(x)"""
 
     saves = (0,)
 
@@ -477,9 +686,12 @@ class Sin(Op):
     def backward(self, g):
         return (g * np.cos(self.saved[0]),)
 
+    def jvp(self, t):
+        return t * np.cos(self.saved[0])
+
 
 class Cos(Op):
-    """d cos(x) = -g*sin(x)"""
+    """d cos(x) = -g*sin(x); JVP -t*sin(x)"""
 
     saves = (0,)
 
@@ -490,9 +702,12 @@ class Cos(Op):
     def backward(self, g):
         return (-g * np.sin(self.saved[0]),)
 
+    def jvp(self, t):
+        return -t * np.sin(self.saved[0])
+
 
 class Tanh(Op):
-    """d tanh(x) = g*(1 - tanh(x)^2)"""
+    """d tanh(x) = g*(1 - tanh(x)^2); JVP t*(1 - tanh(x)^2)"""
 
     saves_output = True
 
@@ -507,6 +722,10 @@ class Tanh(Op):
         np.subtract(1, d, out=d)
         d *= g
         return (d,)
+
+    def jvp(self, t):
+        y = self.saved[0]
+        return t * (1 - y * y)
 
 
 @functools.lru_cache(maxsize=8)
@@ -530,7 +749,7 @@ def sigmoid(x: Array) -> Array:
 
 
 class Sigmoid(Op):
-    """d sigmoid(x) = g*s*(1-s)"""
+    """d sigmoid(x) = g*s*(1-s); JVP t*s*(1-s)"""
 
     saves_output = True
 
@@ -546,9 +765,13 @@ class Sigmoid(Op):
         d *= g
         return (d,)
 
+    def jvp(self, t):
+        y = self.saved[0]
+        return t * (y * (1 - y))
+
 
 class Relu(Op):
-    """d relu(x) = g*(x > 0)"""
+    """d relu(x) = g*(x > 0); JVP t*(x > 0)"""
 
     saves_output = True
 
@@ -560,9 +783,12 @@ class Relu(Op):
     def backward(self, g):
         return (g * (self.saved[0] > 0),)
 
+    def jvp(self, t):
+        return t * (self.saved[0] > 0)
+
 
 class LeakyRelu(Op):
-    """d leaky_relu(x) = g where x > 0, else g*slope (slope at 0, as PyTorch)"""
+    """d leaky_relu(x) = g where x > 0, else g*slope (slope at 0, as PyTorch); JVP t where x > 0, else t*slope"""
 
     saves = (0,)
 
@@ -574,9 +800,12 @@ class LeakyRelu(Op):
     def backward(self, g):
         return (np.where(self.saved[0] > 0, g, g * np.asarray(self.slope, g.dtype)),)
 
+    def jvp(self, t):
+        return np.where(self.saved[0] > 0, t, t * np.asarray(self.slope, t.dtype))
+
 
 class PowScalar(Op):
-    """d x**p = g*p*x^(p-1) (0 when p == 0)"""
+    """d x**p = g*p*x^(p-1) (0 when p == 0); JVP t*p*x^(p-1) (0 when p == 0)"""
 
     saves = (0,)
 
@@ -589,9 +818,13 @@ class PowScalar(Op):
         x, p = self.saved[0], self.p
         return (np.zeros_like(g) if p == 0 else g * (p * x ** (p - 1)),)
 
+    def jvp(self, t):
+        x, p = self.saved[0], self.p
+        return None if p == 0 else t * (p * x ** (p - 1))
+
 
 class Clip(Op):
-    """d clip(x, lo, hi) = g where lo <= x <= hi, else 0 (as PyTorch's clamp)"""
+    """d clip(x, lo, hi) = g where lo <= x <= hi, else 0 (as PyTorch's clamp); JVP t where lo <= x <= hi, else 0"""
 
     saves = (0,)
 
@@ -609,9 +842,18 @@ class Clip(Op):
             keep &= x <= self.hi
         return (g * keep,)
 
+    def jvp(self, t):
+        x = self.saved[0]
+        keep = np.ones(x.shape, bool)
+        if self.lo is not None:
+            keep &= x >= self.lo
+        if self.hi is not None:
+            keep &= x <= self.hi
+        return t * keep
+
 
 class Cast(Op):
-    """d x.astype(t) = g.astype(x.dtype)"""
+    """d x.astype(t) = g.astype(x.dtype); JVP t (the engine casts it to the output's dtype)"""
 
     def forward(self, x, dtype=None):
         self.in_dtype = x.dtype
@@ -620,15 +862,21 @@ class Cast(Op):
     def backward(self, g):
         return (g.astype(self.in_dtype),)
 
+    def jvp(self, t):
+        return t
+
 
 class Clone(Op):
-    """d copy(x) = g"""
+    """d copy(x) = g; JVP t"""
 
     def forward(self, x):
         return x.copy()
 
     def backward(self, g):
         return (g,)
+
+    def jvp(self, t):
+        return t
 
 
 # --------------------------------------------------------------------------------------------- reductions
@@ -651,31 +899,42 @@ def _drop(shape: tuple, axis) -> tuple:
 
 
 class Sum(Op):
-    """d sum(x) = g broadcast back over the reduced axes"""
+    """d sum(x) = g broadcast back over the reduced axes; JVP sum(t) over the same axes"""
 
     def forward(self, x, axis=None, keepdims=False):
         self.in_shape, self.keep = x.shape, _keep(x.shape, axis)
+        self.axis, self.keepdims = axis, keepdims  # (for the JVP)
         return np.sum(x, axis=axis, keepdims=keepdims)
 
     def backward(self, g):
         return (np.broadcast_to(g.reshape(self.keep), self.in_shape),)
 
+    def jvp(self, t):
+        return np.sum(t, axis=_tax(self.axis, len(self.in_shape)), keepdims=self.keepdims)
+
 
 class Mean(Op):
-    """d mean(x) = g/n broadcast back over the reduced axes"""
+    """d mean(x) = g/n broadcast back over the reduced axes; JVP mean(t) over the same axes"""
 
     def forward(self, x, axis=None, keepdims=False):
         out = np.mean(x, axis=axis, keepdims=keepdims)
         self.in_shape, self.keep = x.shape, _keep(x.shape, axis)
         self.n = max(x.size // max(out.size, 1), 1)
+        self.axis, self.keepdims = axis, keepdims  # (for the JVP)
         return out
 
     def backward(self, g):
         return (np.broadcast_to(g.reshape(self.keep) / self.n, self.in_shape),)
 
+    def jvp(self, t):
+        return np.sum(t, axis=_tax(self.axis, len(self.in_shape)), keepdims=self.keepdims) / self.n
+
 
 class Max(Op):
-    """d max(x) = g at the maxima, split evenly among ties (as PyTorch's amax)"""
+    """d max(x) = g at the maxima, split evenly among ties (as PyTorch's amax)
+
+    JVP mean of t over the maxima (the VJP's even split)
+    """
 
     saves_output = True
 
@@ -685,6 +944,7 @@ class Max(Op):
     def forward(self, x, axis=None, keepdims=False):
         out = self.reduce(x, axis=axis, keepdims=True)
         self.saved, self.axis = (x, out), axis
+        self.keepdims = keepdims  # (for the JVP)
         return out if keepdims else out.reshape(_drop(x.shape, axis))
 
     def backward(self, g):
@@ -693,15 +953,22 @@ class Max(Op):
         count = mask.sum(axis=self.axis, keepdims=True)
         return (mask * (g.reshape(out.shape) / count).astype(g.dtype, copy=False),)
 
+    def jvp(self, t):
+        x, out = self.saved
+        mask = x == out
+        axes = _tax(self.axis, x.ndim)
+        res = np.sum(t * mask, axis=axes, keepdims=True) / mask.sum(axis=self.axis, keepdims=True)
+        return res if self.keepdims else res.reshape(t.shape[:1] + _drop(x.shape, self.axis))
+
 
 class Min(Max):
-    """d min(x) = g at the minima, split evenly among ties (as PyTorch's amin)"""
+    """d min(x) = g at the minima, split evenly among ties (as PyTorch's amin); JVP mean of t over the minima"""
 
     reduce = staticmethod(np.min)
 
 
 class Softmax(Op):
-    """d softmax(x) = y*(g - sum(g*y))"""
+    """d softmax(x) = y*(g - sum(g*y)); JVP y*(t - sum(y*t))"""
 
     saves_output = True
 
@@ -716,6 +983,11 @@ class Softmax(Op):
         gy = g * y
         return (gy - y * gy.sum(axis=self.axis, keepdims=True),)
 
+    def jvp(self, t):
+        y = self.saved[0]
+        yt = y * t
+        return yt - y * np.sum(yt, axis=_tax(self.axis, y.ndim), keepdims=True)
+
 
 def _logsumexp(x: Array, axis) -> Array:
     """log(sum(exp(x))) with keepdims, shifted by the max so it never overflows."""
@@ -725,7 +997,7 @@ def _logsumexp(x: Array, axis) -> Array:
 
 
 class LogSoftmax(Op):
-    """d log_softmax(x) = g - softmax(x)*sum(g)"""
+    """d log_softmax(x) = g - softmax(x)*sum(g); JVP t - sum(softmax(x)*t)"""
 
     saves_output = True
 
@@ -737,9 +1009,13 @@ class LogSoftmax(Op):
     def backward(self, g):
         return (g - np.exp(self.saved[0]) * g.sum(axis=self.axis, keepdims=True),)
 
+    def jvp(self, t):
+        y = self.saved[0]
+        return t - np.sum(np.exp(y) * t, axis=_tax(self.axis, y.ndim), keepdims=True)
+
 
 class LogSumExp(Op):
-    """d logsumexp(x) = g*softmax(x)"""
+    """d logsumexp(x) = g*softmax(x); JVP sum(softmax(x)*t)"""
 
     saves_output = True
 
@@ -748,29 +1024,43 @@ class LogSumExp(Op):
     def forward(self, x, axis=None, keepdims=False):
         out = _logsumexp(x, axis)
         self.saved = (x, out)
+        self.axis, self.keepdims = axis, keepdims  # (for the JVP)
         return out if keepdims else out.reshape(_drop(x.shape, axis))
 
     def backward(self, g):
         x, out = self.saved
         return (g.reshape(out.shape) * np.exp(x - out),)
 
+    def jvp(self, t):
+        x, out = self.saved
+        res = np.sum(np.exp(x - out) * t, axis=_tax(self.axis, x.ndim), keepdims=True)
+        return res if self.keepdims else res.reshape(t.shape[:1] + _drop(x.shape, self.axis))
+
 
 # --------------------------------------------------------------------------------------------- movement
 
 
 class Reshape(Op):
-    """d reshape(x) = g reshaped back"""
+    """d reshape(x) = g reshaped back; JVP t reshaped the same way"""
 
     def forward(self, x, shape=()):
         self.in_shape = x.shape
-        return x.reshape(shape)
+        y = x.reshape(shape)
+        self.out_shape = y.shape  # (for the JVP)
+        return y
 
     def backward(self, g):
         return (g.reshape(self.in_shape),)
 
+    def jvp(self, t):
+        return t.reshape(t.shape[:1] + self.out_shape)
+
 
 class Transpose(Op):
-    """d transpose(x, axes) = g transposed by the inverse permutation (an unevaluated ``Outer`` for 2-D)"""
+    """d transpose(x, axes) = g transposed by the inverse permutation (an unevaluated ``Outer`` for 2-D)
+
+    JVP t transposed the same way
+    """
 
     def forward(self, x, axes=None):
         self.axes = tuple(range(x.ndim))[::-1] if axes is None else tuple(axes)
@@ -785,19 +1075,29 @@ class Transpose(Op):
             inv[a] = i
         return (np.transpose(g, inv),)
 
+    def jvp(self, t):
+        return np.transpose(t, (0, *(a + 1 for a in self.axes)))
+
 
 class Expand(Op):
-    """d broadcast_to(x) = g; the engine's unbroadcast sums it back to x's shape"""
+    """d broadcast_to(x) = g; the engine's unbroadcast sums it back to x's shape; JVP t broadcast the same way"""
 
     def forward(self, x, shape=()):
+        self.shape = tuple(shape)  # (for the JVP)
         return np.broadcast_to(x, shape)
 
     def backward(self, g):
         return (g,)
 
+    def jvp(self, t):
+        return np.broadcast_to(_lift(t, len(self.shape)), t.shape[:1] + self.shape)
+
 
 class GetItem(Op):
-    """d x[idx] = g scattered into zeros, as a ``SliceAdd``; repeated integer indices add up"""
+    """d x[idx] = g scattered into zeros, as a ``SliceAdd``; repeated integer indices add up
+
+    JVP t[idx] (the direction axis kept in front)
+    """
 
     def forward(self, x, idx=None):
         self.in_shape, self.idx = x.shape, idx
@@ -806,9 +1106,22 @@ class GetItem(Op):
     def backward(self, g):
         return (SliceAdd(self.in_shape, self.idx, g),)
 
+    def jvp(self, t):
+        idx = self.idx
+        if _is_basic(idx):  # ints, slices, None, Ellipsis: a leading full slice keeps the direction axis first
+            return t[(slice(None), *(idx if type(idx) is tuple else (idx,)))]
+        # Advanced indices: numpy moves their axes to the front when they are separated, so a leading slice would
+        # not stay in front. With the direction axis last instead (and Ellipsis spelled out, so the index never
+        # reaches that axis), the index picks the same entries for every direction, whatever its kind.
+        moved = np.moveaxis(t, 0, -1)
+        return np.moveaxis(moved[_no_ellipsis(idx, len(self.in_shape))], -1, 0)
+
 
 class Gather(Op):
-    """d take_along_axis(x, index, axis) = g scatter-added into zeros at index along axis"""
+    """d take_along_axis(x, index, axis) = g scatter-added into zeros at index along axis
+
+    JVP take_along_axis(t, index, axis)
+    """
 
     def forward(self, x, index=None, axis=0):
         self.in_shape, self.index, self.axis = x.shape, index, axis
@@ -822,21 +1135,35 @@ class Gather(Op):
         np.add.at(out, tuple(grid), g)
         return (out,)
 
+    def jvp(self, t):
+        return np.take_along_axis(t, self.index[None], axis=self.axis + 1)
+
 
 class Cat(Op):
-    """d cat(xs) = g split back into the pieces"""
+    """d cat(xs) = g split back into the pieces; JVP cat(ts) (a missing tangent is zeros of its piece's shape)"""
 
     def forward(self, *xs, axis=0):
         self.axis = axis
         self.bounds = np.cumsum([x.shape[axis] for x in xs[:-1]])
+        self.last = xs[-1].shape[axis]  # (for the JVP)
         return np.concatenate(xs, axis=axis)
 
     def backward(self, g):
         return tuple(np.split(g, self.bounds, axis=self.axis))
 
+    def jvp(self, *ts):
+        ref = next(t for t in ts if t is not None)
+        ax = self.axis + 1
+        sizes = [*np.diff(self.bounds, prepend=0).tolist(), self.last]
+        parts = [
+            t if t is not None else np.zeros((*ref.shape[:ax], int(n), *ref.shape[ax + 1 :]), ref.dtype)
+            for t, n in zip(ts, sizes)
+        ]
+        return np.concatenate(parts, axis=ax)
+
 
 class Stack(Op):
-    """d stack(xs) = g unstacked along the new axis"""
+    """d stack(xs) = g unstacked along the new axis; JVP stack(ts) along the same new axis"""
 
     def forward(self, *xs, axis=0):
         out = np.stack(xs, axis=axis)
@@ -846,3 +1173,14 @@ class Stack(Op):
     def backward(self, g):
         lead = (slice(None),) * self.axis
         return tuple(g[(*lead, i)] for i in range(g.shape[self.axis]))
+
+    def jvp(self, *ts):
+        ref = next(t for t in ts if t is not None)
+        zero = None
+        parts = []
+        for t in ts:
+            if t is None:
+                zero = np.zeros_like(ref) if zero is None else zero
+                t = zero
+            parts.append(t)
+        return np.stack(parts, axis=self.axis + 1)

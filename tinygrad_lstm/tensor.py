@@ -78,7 +78,22 @@ class RemovableHandle:
 class Tensor:
     """An n-dimensional array that records the ops applied to it, so ``backward()`` can find gradients."""
 
-    __slots__ = ("__weakref__", "_ctx", "_cut", "_hooks", "_retain", "_vc", "data", "grad", "name", "requires_grad")
+    # ``_tan``: the forward-mode tangent, (level, array or ops.Basis) or None. A slot rather than a per-call table:
+    # the tangent lives and dies with its tensor (a table keyed by id() would have to keep every tensor alive
+    # to keep ids from being reused), and reading it is one attribute load per input.
+    __slots__ = (
+        "__weakref__",
+        "_ctx",
+        "_cut",
+        "_hooks",
+        "_retain",
+        "_tan",
+        "_vc",
+        "data",
+        "grad",
+        "name",
+        "requires_grad",
+    )
     __array_ufunc__ = None  # ndarray + Tensor defers to Tensor.__radd__ instead of looping elementwise
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None):
@@ -100,6 +115,7 @@ class Tensor:
         self._hooks: list | None = None
         self._cut: weakref.ref | None = None
         self._vc: list | None = None  # the version counter, shared with detached aliases; None means version 0
+        self._tan: tuple | None = None  # forward mode: (level, tangent); see engine.DualLevel
 
     @staticmethod
     def _make(data: np.ndarray, ctx: ops.Op | None) -> Tensor:
@@ -809,7 +825,75 @@ def _apply(op_cls: type, *args: Tensor, **kwargs: Any) -> Tensor:
         raise _op_error(op_cls.__name__, e, args) from None
     if type(out) is not np.ndarray:  # numpy ufuncs return scalars for 0-d inputs; .data is always an array
         out = np.asarray(out)
-    return Tensor._make(out, engine.record(fn, args, out))
+    t = Tensor._make(out, engine.record(fn, args, out))
+    # Forward mode costs this one attribute test per op when it is off (tools/bench_ops.py --quick: no change).
+    if _modes.fwd is not None:
+        _tangent_out(fn, args, t, _modes.fwd)
+    return t
+
+
+_modes = engine._modes  # (one object for the life of the process; per-thread attributes)
+
+
+def _tangent_out(fn: ops.Op, args: Sequence[Tensor], out: Tensor, level: engine.DualLevel) -> None:
+    """Forward mode: set ``out``'s tangent from its inputs' by the op's JVP. Inputs without a tangent of this
+    level are zero (None); the JVP's result is fitted here, in one place: broadcast to (k, *out.shape) (an op may
+    return a tangent in the broadcast-compatible shape of its inputs) and cast to the output's dtype."""
+    tans = [a._tan[1] if a._tan is not None and a._tan[0] is level else None for a in args]
+    if all(t is None for t in tans) or out.data.dtype.kind != "f":
+        return
+    if not fn.takes_basis:
+        tans = [ops.dense_tangent(t, a.data.dtype) for t, a in zip(tans, args)]
+    tan = fn.jvp(*tans)
+    if tan is None:
+        return
+    want = (level.k, *out.data.shape)
+    if tan.shape != want:
+        try:
+            tan = np.broadcast_to(ops._lift(tan, out.data.ndim), want)
+        except ValueError:
+            raise RuntimeError(f"{fn.name}.jvp: tangent of shape {tan.shape} for an output of shape {want}") from None
+    if tan.dtype != out.data.dtype:
+        tan = tan.astype(out.data.dtype)
+    if _modes.anomaly:
+        engine._check_finite(tan, fn.name + ".jvp", args)
+    out._tan = (level, tan)
+
+
+def set_tangent(t: Tensor, tangent: Any) -> Tensor:
+    """Give ``t`` a tangent in the forward-mode level in force: an array of shape (k, *t.shape) (k directions) or
+    an ``ops.Basis``; None removes it. Returns ``t``. Needs an active ``engine.DualLevel``."""
+    level = _modes.fwd
+    if level is None:
+        raise RuntimeError("set_tangent: forward mode is off; enter `with engine.DualLevel(k):` first")
+    if not isinstance(t, Tensor):
+        raise TypeError(f"set_tangent: expected a Tensor, got {type(t).__name__}")
+    if tangent is None:
+        t._tan = None
+        return t
+    if t.data.dtype.kind != "f":
+        raise TypeError(f"set_tangent: only floating tensors can carry a tangent, got dtype {t.data.dtype}")
+    want = (level.k, *t.data.shape)
+    if isinstance(tangent, ops.Basis):
+        if (tangent.k, *tangent.shape) != want:
+            raise ValueError(f"set_tangent: Basis for shape {(tangent.k, *tangent.shape)}, tensor needs {want}")
+        t._tan = (level, tangent)
+        return t
+    arr = np.asarray(tangent.data if isinstance(tangent, Tensor) else tangent)
+    if arr.shape != want:
+        raise ValueError(f"set_tangent: tangent of shape {arr.shape} for a tensor of shape {t.shape} needs {want}")
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"set_tangent: tangent of dtype {arr.dtype} is not numeric")
+    t._tan = (level, arr.astype(t.data.dtype, copy=False))
+    return t
+
+
+def get_tangent(t: Tensor) -> np.ndarray | None:
+    """``t``'s tangent in the forward-mode level in force, as an array (k, *t.shape), or None (zero)."""
+    level = _modes.fwd
+    if t._tan is None or level is None or t._tan[0] is not level:
+        return None
+    return ops.dense_tangent(t._tan[1], t.data.dtype)
 
 
 def _op_error(name: str, e: Exception, args: Sequence[Tensor]) -> Exception:

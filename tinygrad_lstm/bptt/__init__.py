@@ -7,6 +7,8 @@ Everything here is built on the engine's own graph and VJPs; nothing differentia
   non-finite gradient, an ``.npz`` dump and a plot.
 * ``jacobian_norms`` / ``step_jacobian_norms`` measure the spectral norms of ``dh_T/dh_t`` and ``dh_t/dh_{t-1}``
   exactly, one backward pass per hidden unit.
+* ``rtrl``, ``snap`` (SnAp-1) and ``uoro`` compute the gradient forward in time with forward-mode JVPs, no graph
+  across steps; ``compare_gradient_methods`` measures them (and truncated BPTT) against BPTT's exact gradient.
 * ``tbptt`` trains (or just accumulates gradients) with truncated backpropagation through time.
 * ``compare_cells`` is the ``python -m tinygrad_lstm bptt`` command: gradient norm through time per cell type.
 * ``Recording.param_grads`` takes BPTT's sum over time apart: one gradient term per step of a shared weight.
@@ -21,6 +23,7 @@ textbook way instead, see their docstrings.
 
 from .checkpoint import checkpoint_bptt
 from .flow import flow_matrix, plot_flow_matrix
+from .forward import compare_gradient_methods, rtrl, snap, uoro
 from .jacobians import jacobian_norms, step_jacobian_norms
 from .memory_study import format_memory_table, measure_bptt_memory, plot_memory
 from .param_grads import plot_param_grads
@@ -37,6 +40,7 @@ __all__ = [
     "add_cli_arguments",
     "checkpoint_bptt",
     "compare_cells",
+    "compare_gradient_methods",
     "compare_gradients",
     "flow_matrix",
     "format_memory_table",
@@ -50,8 +54,11 @@ __all__ = [
     "plot_param_grads",
     "plot_truncation_bias",
     "record",
+    "rtrl",
     "run_cli",
+    "snap",
     "step_jacobian_norms",
     "tbptt",
     "truncation_bias",
+    "uoro",
 ]
