@@ -227,7 +227,10 @@ def test_search_and_recording_link(browser, page, shots):
     from selenium.webdriver import ActionChains
 
     point = browser.find_element("css selector", '#rec circle.pt[data-t="10"]')
-    ActionChains(browser).move_to_element(point).perform()
+    js(browser, "arguments[0].scrollIntoView({block: 'center'})", point)
+    hover = "const r = arguments[0].getBoundingClientRect(); arguments[0].dispatchEvent(new MouseEvent('mousemove', "
+    hover += "{bubbles: true, clientX: r.left + r.width / 2, clientY: r.top + r.height / 2}))"
+    js(browser, hover, point)
     linked = wait_for(lambda: browser.find_elements("css selector", 'g.node.hl[data-scope="lstm/t=10"]'))[0]
     js(browser, "arguments[0].scrollIntoView({block: 'center'})", linked)
     ActionChains(browser).move_to_element(point).perform()
