@@ -70,6 +70,12 @@ def test_linear_jvp(shape, with_bias, np_rng):
     _fwd_check(lambda *a: affine(*a), xs, np_rng)
 
 
+@pytest.mark.parametrize(("shape", "addend"), [((2, 3), (2, 4)), ((5, 2, 3), (2, 4)), ((5, 2, 3), (5, 1, 4))], ids=str)
+def test_linear_addend_jvp(shape, addend, np_rng):
+    xs = [_leaf(_any(s, np_rng)) for s in (shape, (4, 3), addend)]
+    _fwd_check(lambda *a: affine(*a), xs, np_rng)
+
+
 @pytest.mark.parametrize("name, shape", [(n, s) for n in UNARY for s in UNARY_SHAPES if len(s) >= UNARY[n][2]], ids=str)
 def test_unary_jvp(name, shape, np_rng):
     fn, make, _ = UNARY[name]

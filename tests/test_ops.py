@@ -224,6 +224,26 @@ def test_linear_gradcheck(shape, with_bias, np_rng):
         assert gradcheck(lambda x, w: affine(x, w), [x, w])
 
 
+# x's shape, the addend's: an addend of the output's shape (a recurrent step's input projection) or one that
+# broadcasts to it (its gradient is summed over the broadcast axes, in the engine's one place for that).
+LINEAR_ADDENDS = [
+    ((2, 3), (2, 4)),
+    ((5, 2, 3), (5, 2, 4)),
+    ((5, 2, 3), (2, 4)),
+    ((5, 2, 3), (5, 1, 4)),
+    ((2, 3), (1, 1)),
+]
+
+
+@pytest.mark.parametrize(("xs", "bs"), LINEAR_ADDENDS, ids=str)
+def test_linear_addend_gradcheck(xs, bs, np_rng):
+    x, w, b = _leaf(_any(xs, np_rng)), _leaf(_any((4, 3), np_rng)), _leaf(_any(bs, np_rng))
+    out = affine(x, w, b)
+    assert out.grad_fn.name == "Linear" and out.shape == (*xs[:-1], 4)
+    np.testing.assert_allclose(out.data, x.data @ w.data.T + b.data, rtol=1e-14)
+    assert gradcheck(lambda x, w, b: affine(x, w, b), [x, w, b])
+
+
 @pytest.mark.parametrize("which", [0, 1, 2])
 def test_linear_gradient_for_some_inputs_only(which, np_rng):
     """Each input's VJP is skipped when it needs no gradient; the others must still be right."""
@@ -276,7 +296,8 @@ def test_linear_keeps_float32_and_promotes_like_numpy(np_rng):
         ((2, 5), (4, 3), None, r"Linear: need input \(\.\.\., in\) and weight \(out, in\), got \(2, 5\) and \(4, 3\)"),
         ((), (4, 3), None, r"Linear: need input.*got \(\) and \(4, 3\)"),
         ((2, 3), (3,), None, r"Linear: need input.*got \(2, 3\) and \(3,\)"),
-        ((2, 3), (4, 3), (3,), r"Linear: bias must have shape \(4,\) for weight \(4, 3\), got \(3,\)"),
+        ((2, 3), (4, 3), (3,), r"Linear: bias of shape \(3,\) does not broadcast to the output's \(2, 4\)"),
+        ((2, 3), (4, 3), (3, 4), r"Linear: bias of shape \(3, 4\) does not broadcast to the output's \(2, 4\)"),
     ],
 )
 def test_linear_shape_errors_name_the_op_and_shapes(xs, ws, bs, match):
@@ -732,6 +753,13 @@ def test_linear_matches_torch(shape, np_rng):
     arrays = [_any(shape, np_rng), _any((4, 3), np_rng), _any((4,), np_rng)]
     _torch_compare(affine, _F().linear, arrays, np_rng)
     _torch_compare(lambda x, w: affine(x, w), _F().linear, arrays[:2], np_rng)
+
+
+@pytest.mark.parametrize(("xs", "bs"), LINEAR_ADDENDS[:3], ids=str)
+def test_linear_addend_matches_torch_addmm(xs, bs, np_rng):
+    torch = pytest.importorskip("torch")
+    arrays = [_any(xs, np_rng), _any((4, 3), np_rng), _any(bs, np_rng)]
+    _torch_compare(affine, lambda x, w, b: b + torch.matmul(x, w.T), arrays, np_rng)
 
 
 TORCH_BINARY = {

@@ -523,17 +523,27 @@ class Linear(Op):
     directions is written straight into the result (direction (o, j) of w moves output o by x_j).
 
     One node for a layer's affine map, as PyTorch's addmm: the recurrent cells call it twice per step, so it
-    saves them a transpose node and a bias node on each call.
+    saves them a transpose node and a bias node on each call. ``b`` may also be an addend of any shape that
+    broadcasts to the output (addmm's ``input``; its gradient is g, summed over the broadcast axes): a recurrent
+    layer passes a step's input projection there, so h @ W_hh^T is never a node (and an array) of its own.
     """
 
     saves = (0, 1)
+    addend = False  # True when b is an addend of the output's shape rather than a bias vector
 
     def forward(self, x, w, b=None):
         if x.ndim == 0 or w.ndim != 2 or x.shape[-1] != w.shape[1]:
             raise ValueError(f"Linear: need input (..., in) and weight (out, in), got {x.shape} and {w.shape}")
         if b is not None and b.shape != (w.shape[0],):
-            raise ValueError(f"Linear: bias must have shape ({w.shape[0]},) for weight {w.shape}, got {b.shape}")
+            out = (*x.shape[:-1], w.shape[0])
+            try:
+                fits = np.broadcast_shapes(b.shape, out) == out
+            except ValueError:
+                fits = False
+            if not fits:
+                raise ValueError(f"Linear: bias of shape {b.shape} does not broadcast to the output's {out}")
         self.saved = (x, w)
+        self.addend = b is not None and b.shape != (w.shape[0],)
         if x.ndim == 2 and 1 < x.shape[0] <= 64 and w.size >= 1 << 16:
             # A few rows times a big weight (a batch at one time step): OpenBLAS computes (W @ x^T)^T up to 2x
             # faster than x @ W^T, and copying it into a C-order result, with the bias added on the way, costs
@@ -558,7 +568,11 @@ class Linear(Op):
         gw = Outer([(g2, _rows(x))], w.shape) if needs[1] else None
         if len(needs) == 2:
             return gx, gw
-        return gx, gw, (Outer([(g2, _ones_column(g2.shape[0], g2.dtype))], w.shape[:1]) if needs[2] else None)
+        if not needs[2]:
+            return gx, gw, None
+        if self.addend:  # the engine sums it over b's broadcast axes
+            return gx, gw, g
+        return gx, gw, Outer([(g2, _ones_column(g2.shape[0], g2.dtype))], w.shape[:1])
 
     takes_basis = True
 
@@ -571,6 +585,8 @@ class Linear(Op):
         N = x2.shape[0]
         if isinstance(tx, Basis):
             tx = tx.dense(x.dtype)
+        if isinstance(tb, Basis) and self.addend:
+            tb = tb.dense(x.dtype)
         out = None
         if tx is not None:  # every direction and row in one product: (k*N, in) @ (in, O)
             out = (tx.reshape(k * N, I_) @ w.T).reshape(k, N, O)
@@ -578,7 +594,9 @@ class Linear(Op):
             term = np.matmul(x2, np.swapaxes(tw, -1, -2))  # (N, in) @ (k, in, O)
             out = term if out is None else np.add(out, term, out=out if out.dtype == term.dtype else None)
         if tb is not None and not isinstance(tb, Basis):
-            out = np.broadcast_to(tb[:, None, :], (k, N, O)) if out is None else out + tb[:, None, :]
+            tb = _lift(tb, x.ndim)  # (k, out) or an addend's (k, *b.shape): against (k, *lead, out)
+            lead = x.shape[:-1]
+            out = np.broadcast_to(tb, (k, *lead, O)) if out is None else out.reshape(k, *lead, O) + tb
         if isinstance(tw, Basis) or isinstance(tb, Basis):
             if out is None or not out.flags.writeable:
                 dt = np.result_type(x, w) if out is None else out.dtype
