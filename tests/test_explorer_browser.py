@@ -134,7 +134,7 @@ def test_click_box_unfolds_and_frame_folds(browser, page, shots):
     before = visible(browser)
     browser.find_element("css selector", 'g.node[data-scope="lstm/t=3"]').click()
     after = wait_for(lambda: (lambda v: v if len(v) > len(before) else None)(visible(browser)))
-    assert "box:lstm/t=3" not in after and len(after) == len(before) - 1 + 15  # 14 ops + its input slice
+    assert "box:lstm/t=3" not in after and len(after) == len(before) - 1 + 14  # 13 ops + its input slice
     frame = browser.find_element("css selector", 'g.cluster[data-scope="lstm/t=3"]')
     assert browser.find_elements("css selector", 'g.cluster[data-scope="lstm/t=3/cell"]')
     browser.save_screenshot(str(shots / "explorer-unfolded.png"))

@@ -183,9 +183,15 @@ def _label(**tensors: Tensor) -> None:
         t.name = name
 
 
+def _preactivation(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> Tensor:
+    """xw + h @ W_hh^T + b_hh. A layer has folded b_hh into xw: then xw is Linear's addend, one node where two
+    would be (and one (B, nH) array fewer kept per step: 1.98x -> 1.70x at the large size, tools/bench_memory.py)."""
+    return affine(h, w_hh, xw) if b_hh is None else xw + affine(h, w_hh, b_hh)
+
+
 def rnn_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None, act: Activation) -> Tensor:
     """Elman step: h' = act(xw + h @ W_hh^T + b_hh)."""
-    z = xw + affine(h, w_hh, b_hh)
+    z = _preactivation(xw, h, w_hh, b_hh)
     h_new = act(z)
     _label(h=h_new)
     return h_new
@@ -212,7 +218,7 @@ def lstm_step(
     ``w_hr`` (P, H), when given, projects the new hidden state: h' = (o*φ(c')) @ W_hr^T (torch's ``proj_size``).
     """
     H = xw.shape[-1] // 4
-    z = xw + affine(h, w_hh, b_hh)
+    z = _preactivation(xw, h, w_hh, b_hh)
     if peephole is None and elementwise:
         # One activation node over the whole (.., 4H) block instead of three: fewer nodes, same values.
         a = gate_act(z)
