@@ -266,3 +266,72 @@ def power_norms(
                 stacklevel=3,
             )
     return sigma, rounds
+
+
+# ------------------------------------------------------------------------------------------------ Lyapunov
+
+
+def lyapunov_spectrum(
+    cell: Callable, xs: Any, state: Any = None, *, k: int | None = None, reduce: str = "mean", seed: int = 0
+) -> np.ndarray:
+    """The k largest Lyapunov exponents of the state trajectory driven by ``xs``: per step, natural log, descending.
+
+    ``cell(x, state) -> state`` (``RNNCell``, ``LSTMCell``, ``GRUCell`` or any cell of Tensor ops; the state a
+    Tensor h or a tuple such as (h, c)); ``xs`` (T, B, I) or (T, I), Tensor or ndarray; ``state`` the initial
+    state (zeros by default). The tangent space is the whole state (h and c joined for an LSTM: size 2H), and
+    ``k`` (1 .. state size, default all of it) directions of it are propagated through each step with one
+    forward-mode pass (k JVP directions at once), then re-orthonormalized by QR; exponent i is the average over
+    the T steps of log |R_ii| (the QR method of Benettin et al. 1980 and Shimada and Nagashima 1979). The start
+    is a random orthonormal k-frame drawn from ``np.random.default_rng(seed)`` (the same for every batch
+    element). The estimate carries an O(1/T) bias from that start and from the transient of the trajectory:
+    use a long ``xs`` (hundreds of steps) for a stationary spectrum. A direction the dynamics kill exactly
+    (a dead ReLU unit, a state part the cell ignores) gives -inf.
+
+    Each batch element is its own trajectory: ``reduce="mean"`` (default) averages their spectra (k,), which is
+    the estimate for the distribution of inputs ``xs`` samples; ``reduce="none"`` returns them all, (B, k).
+    A Module cell's parameters are left untouched (no ``.grad``) and its steps are hidden from ``record()``.
+    """
+    fn = "lyapunov_spectrum"
+    if reduce not in ("mean", "none"):
+        raise ValueError(f"{fn}: reduce must be 'mean' or 'none', got {reduce!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{fn}: seed must be an int, got {type(seed).__name__}")
+    with _quiet(), _frozen(cell):
+        x, init, is_tuple = _prepare(cell, xs, state, fn)
+        T, B = x.shape[:2]
+        widths = [a.shape[1] for a in init]
+        S = sum(widths)
+        if k is None:
+            k = S
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= S:
+            raise ValueError(
+                f"{fn}: k must be an int in 1..{S} (the state size {' + '.join(map(str, widths))}), got {k!r}"
+            )
+        k = int(k)
+        dtype = init[0].dtype
+        frame = np.linalg.qr(np.random.default_rng(seed).standard_normal((S, k)))[0]
+        Q = np.broadcast_to(frame, (B, S, k)).astype(np.float64)
+        logs = np.zeros((B, k))
+        arrays = [a for a in init]
+        bounds = np.cumsum([0, *widths])
+        for t in range(T):
+            tan = np.transpose(Q, (2, 0, 1))  # (k, B, S): direction j of batch element b
+            with no_grad(), engine.DualLevel(k):
+                parts = [Tensor(a) for a in arrays]
+                for p, lo, hi in zip(parts, bounds, bounds[1:]):
+                    set_tangent(p, tan[:, :, lo:hi].astype(dtype))
+                out = cell(Tensor(x[t]), tuple(parts) if is_tuple else parts[0])
+                h, rest = _split_state(out, fn)
+                new = [h, *rest]
+                if len(new) != len(init) or any(p.shape != a.shape for p, a in zip(new, init)):
+                    got = [p.shape for p in new]
+                    raise ValueError(
+                        f"{fn}: the cell returned a state of shapes {got} for one of {[a.shape for a in init]}"
+                    )
+                M = np.concatenate([_tangent_or_zeros(p, k) for p in new], axis=2).astype(np.float64)
+                arrays = [p.data for p in new]
+            Q, R = np.linalg.qr(np.transpose(M, (1, 2, 0)))  # (B, S, k) = (B, S, k) (B, k, k)
+            with np.errstate(divide="ignore"):
+                logs += np.log(np.abs(np.diagonal(R, axis1=1, axis2=2)))
+        spectra = -np.sort(-logs / T, axis=1)
+    return spectra.mean(axis=0) if reduce == "mean" else spectra
