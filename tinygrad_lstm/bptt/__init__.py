@@ -8,7 +8,7 @@ Everything here is built on the engine's own graph and VJPs; nothing differentia
 * ``jacobian_norms`` / ``step_jacobian_norms`` measure the spectral norms of ``dh_T/dh_t`` and ``dh_t/dh_{t-1}``
   exactly, one backward pass per hidden unit; ``jacobian_norms(method="power")`` matrix-free, by a block power
   (LOBPCG) iteration on JVPs and VJPs; ``lyapunov_spectrum`` gives the Lyapunov exponents of the trajectory (QR
-  method on JVPs), ``plot_lyapunov`` draws spectra.
+  method on JVPs); ``compare_lyapunov`` / ``plot_lyapunov`` compare cells and forget biases.
 * ``rtrl``, ``snap`` (SnAp-1) and ``uoro`` compute the gradient forward in time with forward-mode JVPs, no graph
   across steps; ``compare_gradient_methods`` measures them (and truncated BPTT) against BPTT's exact gradient.
 * ``tbptt`` trains (or just accumulates gradients) with truncated backpropagation through time.
@@ -27,6 +27,7 @@ from .checkpoint import checkpoint_bptt
 from .flow import flow_matrix, plot_flow_matrix
 from .forward import compare_gradient_methods, rtrl, snap, uoro
 from .jacobians import jacobian_norms, step_jacobian_norms
+from .lyapunov_study import compare_lyapunov, plot_lyapunov
 from .memory_study import format_memory_table, measure_bptt_memory, plot_memory
 from .param_grads import plot_param_grads
 from .recording import CELL_KINDS, GATE_NAMES, NotRecordedError, Recording, record
@@ -45,6 +46,7 @@ __all__ = [
     "compare_cells",
     "compare_gradient_methods",
     "compare_gradients",
+    "compare_lyapunov",
     "flow_matrix",
     "format_memory_table",
     "format_table",
@@ -54,6 +56,7 @@ __all__ = [
     "measure_gradient_flow",
     "plot_flow_matrix",
     "plot_gradient_flow",
+    "plot_lyapunov",
     "plot_memory",
     "plot_param_grads",
     "plot_truncation_bias",
