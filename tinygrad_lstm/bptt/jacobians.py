@@ -151,9 +151,10 @@ def jacobian_norms(
     share most of the recurrence) makes its products with forward-mode JVPs (one sweep gives J_t w_t for all t)
     and the engine's VJPs (one sweep gives J_t^T z for all t), see ``bptt/spectra.py``. Each t stops when its
     estimated relative error is below ``tol`` (from the Ritz residual: Temple's bound, with Weyl's as a second
-    test); ``max_iter`` caps the rounds (a ``RuntimeWarning`` names the steps left unconverged). Memory is
-    O(T^2 B H), time a few sweeps of T^2/2 directions x steps: it wins over "exact" when H is large compared
-    with T (the SVDs cost T H^3).
+    test); ``max_iter`` caps the rounds (a ``RuntimeWarning`` names the steps left unconverged). No T x B x H x H
+    array: memory is the graphs of up to 64 replicated rows per step, time a few rounds of two sweeps of about
+    T^2/2 directions x steps each; it gains most when H is large compared with T (the SVDs cost T H^3):
+    3-5x at H = 256, T = 50 (tools/bench_jacobian.py).
 
     ``reduce`` combines the batch elements: "mean" (default), "max", or "none" for a (T, B) array. A Module
     cell's parameters are frozen during the measurement (their ``.grad`` is left alone) and its steps are hidden
