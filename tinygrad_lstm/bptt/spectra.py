@@ -7,17 +7,17 @@ the two products it needs made by the engine:
 * J_t w_t for every t at once is one forward-mode sweep over the trajectory: the tangent of target t is injected
   at h_t and carried with the others (one leading-axis direction per target still running), so the sweep costs
   one pass with up to T directions, not T passes.
-* J_t^T z for every t at once is one backward pass through a graph recorded once: the trajectory replicated R
-  times in the batch (rows do not mix in a recurrent cell), R cotangents z seeded at h_T, and the gradient
-  retained at every h_t gives J_t^T z_r for all t and r.
+* J_t^T z for every t at once is one backward sweep through small per-step graphs of the trajectory replicated
+  in the batch (rows do not mix in a recurrent cell), one row block per target's vector, each dropped below the
+  earliest step that uses it; the gradient at every h_t gives J_t^T z_s for all t and s nearby.
 
-The trick that makes it cheap is that all the J_t share the suffix of the recurrence: their top left singular
-vectors (at h_T) are close for neighbouring t. So the new vector z_s = J_s J_s^T q_s of every target s is pushed
-back through the one backward pass, and target t's Rayleigh-Ritz subspace holds, besides its own Ritz vector q_t
-and LOBPCG's previous direction, the new vectors of the targets within ``_WINDOW`` steps of it: block Krylov
-information shared for free. A target stops (and leaves both sweeps) when its Ritz triple (sigma, q, w) with
-J^T q = sigma w has residual ||J w - sigma q|| <= tol * sigma; then a singular value lies within tol * sigma of
-sigma (Weyl), and the error in the largest one is of order tol^2 in practice.
+The Jacobians share the suffix of the recurrence, so their top left singular vectors (at h_T) are close for
+neighbouring t: the new vector z_s = J_s J_s^T q_s / sigma_s of every target s is pushed back through the one
+backward sweep, and target t's Rayleigh-Ritz subspace holds, besides its own Ritz vector q_t and LOBPCG's
+previous direction, the new vectors of the targets within ``_WINDOW`` steps of it. A target stops (and leaves
+both sweeps) when its Ritz triple (sigma, q, w), J^T q = sigma w, passes ``_converged``: a Temple-type estimate
+of the relative error from the residual ||J w - sigma q|| and the gap to the next Ritz value, or Weyl's bound.
+Each round costs two sweeps of about T^2/2 directions x steps (every vector crosses its own suffix).
 
 ``lyapunov_spectrum`` propagates k orthonormal tangent directions of the whole state (h and c for an LSTM) with
 one forward-mode pass per step and re-orthonormalizes them by QR (Benettin et al. 1980; Shimada and Nagashima
