@@ -119,7 +119,19 @@ def _jacobian_rows(out: Tensor, wrt: Sequence[Tensor], H: int) -> np.ndarray:
     return J
 
 
-def jacobian_norms(cell: Callable, xs: Any, state: Any = None, *, reduce: str = "mean") -> np.ndarray:
+METHODS = ("exact", "power")
+
+
+def jacobian_norms(
+    cell: Callable,
+    xs: Any,
+    state: Any = None,
+    *,
+    reduce: str = "mean",
+    method: str = "exact",
+    tol: float = 1e-5,
+    max_iter: int = 100,
+) -> np.ndarray:
     """Spectral norm of dh_T/dh_t for t = 0..T-1: how much the whole remaining recurrence can amplify a gradient.
 
     States are numbered the textbook way: ``h_0`` is the initial state (``state``, zeros by default), ``h_t`` the
@@ -132,11 +144,35 @@ def jacobian_norms(cell: Callable, xs: Any, state: Any = None, *, reduce: str = 
 
     Exact: the full Jacobian of every batch element is built row by row with the engine's VJPs, one backward
     pass through the unrolled graph per hidden unit (H passes in all, every t and batch element at once), then
-    its largest singular value is taken with numpy. Memory is T x B x H x H floats. ``reduce`` combines the
-    batch elements: "mean" (default), "max", or "none" for a (T, B) array. A Module cell's parameters are
-    frozen during the measurement (their ``.grad`` is left alone) and its steps are hidden from ``record()``.
+    its largest singular value is taken with numpy. Memory is T x B x H x H floats.
+
+    ``method="power"``: no Jacobian is built. A block iteration on J_t J_t^T for every t at once (LOBPCG's
+    recurrence, with each target's subspace sharing the new vectors of its neighbours in time, whose Jacobians
+    share most of the recurrence) makes its products with forward-mode JVPs (one sweep gives J_t w_t for all t)
+    and the engine's VJPs (one sweep gives J_t^T z for all t), see ``bptt/spectra.py``. Each t stops when its
+    estimated relative error is below ``tol`` (from the Ritz residual: Temple's bound, with Weyl's as a second
+    test); ``max_iter`` caps the rounds (a ``RuntimeWarning`` names the steps left unconverged). No T x B x H x H
+    array: memory is the graphs of up to 64 replicated rows per step, time a few rounds of two sweeps of about
+    T^2/2 directions x steps each; it gains most when H is large compared with T (the SVDs cost T H^3):
+    3-5x at H = 256, T = 50 (tools/bench_jacobian.py).
+
+    ``reduce`` combines the batch elements: "mean" (default), "max", or "none" for a (T, B) array. A Module
+    cell's parameters are frozen during the measurement (their ``.grad`` is left alone) and its steps are hidden
+    from ``record()``.
     """
     fn = "jacobian_norms"
+    if method not in METHODS:
+        raise ValueError(f"{fn}: method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    if reduce not in ("mean", "max", "none"):
+        raise ValueError(f"{fn}: reduce must be 'mean', 'max' or 'none', got {reduce!r}")
+    if method == "power":
+        from .spectra import power_norms
+
+        norms, _ = power_norms(cell, xs, state, tol=tol, max_iter=max_iter, fn=fn)
+        return _reduce(norms, reduce, fn)
+    from .spectra import _check_tol
+
+    _check_tol(tol, max_iter, fn)  # refused for either method: a typo should not pass silently
     with _quiet(), _frozen(cell):
         x, init, is_tuple = _prepare(cell, xs, state, fn)
         leaves = [Tensor(a, requires_grad=True) for a in init]
