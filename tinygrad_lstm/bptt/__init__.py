@@ -26,6 +26,7 @@ from .flow import flow_matrix, plot_flow_matrix
 from .forward import compare_gradient_methods, rtrl, snap, uoro
 from .jacobians import jacobian_norms, step_jacobian_norms
 from .memory_study import format_memory_table, measure_bptt_memory, plot_memory
+from .methods_study import plot_gradient_methods
 from .param_grads import plot_param_grads
 from .recording import CELL_KINDS, GATE_NAMES, NotRecordedError, Recording, record
 from .study import add_cli_arguments, compare_cells, format_table, measure_gradient_flow, plot_gradient_flow, run_cli
@@ -50,6 +51,7 @@ __all__ = [
     "measure_gradient_flow",
     "plot_flow_matrix",
     "plot_gradient_flow",
+    "plot_gradient_methods",
     "plot_memory",
     "plot_param_grads",
     "plot_truncation_bias",

@@ -181,6 +181,7 @@ def plot_gradient_methods(
         ax_m.set_ylabel("peak traced memory (MiB)")
         ax_m.set_yscale("log")
         ax_m.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax_m.yaxis.set_minor_formatter(NullFormatter())
         ax_m.set_title(f"{label}: memory of one gradient")
         for ax in row:
             ax.set_xscale("log")
