@@ -11,12 +11,20 @@ What it teaches (source material: real-time recurrent learning, Williams & Zipse
 * RTRL's gradient is BPTT's (cosine 1 to 1e-12): its learning curve is BPTT's. What it costs is the time: its
   influence matrix is (parameters x state), about H^3 numbers, and each step multiplies it by the state
   Jacobian, about H^4 operations; BPTT's step costs about H^2. The right panel measures ms per step against H.
-* Truncation to K = T/2 steps never sees the first marked number from the loss at the end: it learns half of
-  the task and stops on a plateau (MSE about Var(u) = 1/12).
-* UORO's gradient is unbiased but rank one: its cosine to the exact gradient scatters (the middle panel), and
-  its learning curve is the slowest and noisiest of the methods that see the whole sequence.
-* SnAp-1 keeps only the influence of each weight on its own unit: a biased gradient, but its cosine to BPTT's
-  stays near 1 on this task, and it learns about as fast as BPTT.
+* Truncation to K = T/2 steps never carries the loss's gradient back to the first marked number; here that costs
+  little (cosine 0.94 to the exact gradient on average), because the same weights that learn to hold the second
+  number also hold the first.
+* UORO's gradient is unbiased but rank one: its cosine to the exact gradient scatters between -0.02 and 1 (the
+  middle panel), and at this learning rate it never leaves the plateau of the constant answer.
+* SnAp-1 keeps only the influence of each weight on its own unit: exact while units barely interact, and its
+  cosine starts near 1; once training makes the units interact it falls to about 0.5, and SnAp-1 learns, but
+  slower than BPTT.
+
+Observed with the defaults (RNN, H=16, T=8, B=8, 1500 updates, seed 0, about 30 s): validation MSE 0.006 (BPTT
+and RTRL, identical), 0.011 (truncated to 4), 0.028 (SnAp-1), 0.185 (UORO; the constant answer scores 0.167).
+Per step at batch 8: BPTT ~0.1 ms at every H from 8 to 64 (numpy's per-op overhead dominates), RTRL 0.25 ms at
+H=8 and 26 ms at H=64 (x22 from H=32 to 64: the H^4 term has taken over), UORO ~1 ms, SnAp-1 18 ms at H=64
+(its one-step parameter Jacobian is formed dense, parameters x batch x state, by the engine's forward mode).
 
 Writes ``online_learning.png`` (validation MSE per update; cosine of each method's gradient to BPTT's; ms per
 step against H) into ``--out`` and prints a table per method. Run with ``--help`` for the options.

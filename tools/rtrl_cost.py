@@ -20,7 +20,7 @@ seconds are not run: their time is that per-step cost times T and their memory i
 from the two largest measured T; from one, in proportion to T for BPTT and constant for the others), and both are
 marked ``~`` (estimated).
 
-    python tools/rtrl_cost.py                 # T = 10 ... 1000, H = 8 ... 64, about two minutes
+    python tools/rtrl_cost.py                 # T = 10 ... 1000, H = 8 ... 128, about three minutes
     python tools/rtrl_cost.py --quick         # a few seconds
 """
 
@@ -198,7 +198,7 @@ def per_step_growth(cells: dict, hiddens: list[int], lengths: list[int], method:
 def main(argv: list[str] | None = None) -> dict:
     """Measure, print the table and the verdicts, return the cells."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--hidden", type=_ints, default=[8, 16, 32, 64], help="hidden sizes H (default 8,16,32,64)")
+    p.add_argument("--hidden", type=_ints, default=[8, 16, 32, 64, 128], help="hidden sizes H (default 8,...,128)")
     p.add_argument("--lengths", type=_ints, default=[10, 30, 100, 300, 1000], help="lengths T (default 10,...,1000)")
     p.add_argument("--methods", default="bptt,rtrl,uoro,snap1", help="comma-separated: bptt, rtrl, uoro, snap1")
     p.add_argument("--batch", type=_positive, default=1, help="sequences per gradient (default 1)")
