@@ -40,7 +40,7 @@ def test_study_methods_numbers_table_and_figure(tmp_path):
         assert by_T[12]["rtrl"]["peak_mib"] < 1.5 * by_T[4]["rtrl"]["peak_mib"]
     fig = res["figure"]
     assert isinstance(fig, Figure) and len(fig.axes) == 4
-    assert [len(ax.get_lines()) for ax in fig.axes[:2]] == [5, 4]  # four methods (+ the zero line on cosine)
+    assert [len(ax.get_lines()) for ax in fig.axes[:2]] == [4, 4]  # four methods
     np.testing.assert_allclose(fig.axes[1].get_lines()[0].get_xdata(), [4, 12])
     table = res["table"]
     assert table.count("T=12") == 4 and "LSTM (forget bias 1) snap1" in table

@@ -153,9 +153,10 @@ def plot_gradient_methods(
     matplotlib ``Figure``, or writes it to ``path`` atomically (PNG, SVG or PDF, from the suffix) and returns
     the path.
     """
-    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, FuncFormatter, NullFormatter
 
     from .figures import check_path, finish, new_figure
+    from .memory_study import _two_and_five
 
     check_path(path, "plot_gradient_methods")
     if not results or not all(results.values()):
@@ -181,7 +182,7 @@ def plot_gradient_methods(
         ax_m.set_ylabel("peak traced memory (MiB)")
         ax_m.set_yscale("log")
         ax_m.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax_m.yaxis.set_minor_formatter(NullFormatter())
+        ax_m.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
         ax_m.set_title(f"{label}: memory of one gradient")
         for ax in row:
             ax.set_xscale("log")
@@ -190,8 +191,14 @@ def plot_gradient_methods(
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("sequence length T")
             ax.grid(True, which="major", alpha=0.3)
-        ax_c.axhline(0.0, color="gray", lw=0.8)
-    axes[0][0].legend(fontsize=8, loc="lower left")
+        # Zoom on the cosines (most sit near 1); the zero line only when one falls below it.
+        lows = [r["cosine"] for by_m in by_T.values() for r in by_m.values() if np.isfinite(r["cosine"])]
+        low = min(lows, default=0.0)
+        ax_c.set_ylim(max(-1.02, low - 0.1 * (1.0 - low) - 0.005), 1.0 + 0.05 * (1.0 - low) + 0.002)
+        if low < 0:
+            ax_c.axhline(0.0, color="gray", lw=0.8)
     if title:
         fig.suptitle(title)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=len(names), fontsize=9, frameon=False)
     return finish(fig, path, "plot_gradient_methods")
