@@ -22,9 +22,10 @@ What it teaches (source material: real-time recurrent learning, Williams & Zipse
 
 Observed with the defaults (RNN, H=16, T=8, B=8, 1500 updates, seed 0, about 30 s): validation MSE 0.006 (BPTT
 and RTRL, identical), 0.011 (truncated to 4), 0.028 (SnAp-1), 0.185 (UORO; the constant answer scores 0.167).
-Per step at batch 8: BPTT ~0.1 ms at every H from 8 to 64 (numpy's per-op overhead dominates), RTRL 0.25 ms at
-H=8 and 26 ms at H=64 (x22 from H=32 to 64: the H^4 term has taken over), UORO ~1 ms, SnAp-1 18 ms at H=64
-(its one-step parameter Jacobian is formed dense, parameters x batch x state, by the engine's forward mode).
+Per step at batch 8 (two runs): BPTT ~0.1 ms at every H from 8 to 64 (numpy's per-op overhead dominates), RTRL
+0.2-0.25 ms at H=8 and 18-26 ms at H=64 (x14-22 from H=32 to 64: the H^4 term takes over), UORO ~1 ms, SnAp-1
+13-18 ms at H=64 (its one-step parameter Jacobian is formed dense, parameters x batch x state, by the engine's
+forward mode).
 
 Writes ``online_learning.png`` (validation MSE per update; cosine of each method's gradient to BPTT's; ms per
 step against H) into ``--out`` and prints a table per method. Run with ``--help`` for the options.
