@@ -119,6 +119,9 @@ def test_a_nan_or_infinite_forget_bias(tmp_path: Path, value: str) -> None:
         (["bptt", "--cells", "rnn,lsmt"], ("unknown cell",)),
         (["bptt", "--out", "plot.txt"], ("--out", ".png")),
         (["graph", "--model", "transformer"], ("--model", "invalid choice")),
+        (["bptt", "--study", "methods", "--methods", "bptt,adjoint"], ("unknown method 'adjoint'",)),
+        (["bptt", "--study", "methods", "--lengths", "1,5"], ("lengths must be integers >= 2",)),
+        (["bptt", "--study", "methods", "--hidden", "50000"], ("would need about", "memory")),
     ],
 )
 def test_other_bad_values(tmp_path: Path, args: list[str], words: tuple[str, ...]) -> None:

@@ -29,6 +29,7 @@ from .forward import compare_gradient_methods, rtrl, snap, uoro
 from .jacobians import jacobian_norms, step_jacobian_norms
 from .lyapunov_study import compare_lyapunov, plot_lyapunov
 from .memory_study import format_memory_table, measure_bptt_memory, plot_memory
+from .methods_study import plot_gradient_methods
 from .param_grads import plot_param_grads
 from .recording import CELL_KINDS, GATE_NAMES, NotRecordedError, Recording, record
 from .spectra import lyapunov_spectrum
@@ -56,6 +57,7 @@ __all__ = [
     "measure_gradient_flow",
     "plot_flow_matrix",
     "plot_gradient_flow",
+    "plot_gradient_methods",
     "plot_lyapunov",
     "plot_memory",
     "plot_param_grads",

@@ -1,6 +1,7 @@
-"""The four BPTT-internals studies on the adding task: per-step weight gradients, the flow matrix, what truncation
-costs, and checkpointed BPTT's memory. Each returns its numbers, a printable table and (if asked) its figure; the
-``bptt --study`` command and ``examples/bptt_internals.py`` run them.
+"""The BPTT-internals studies on the adding task: per-step weight gradients, the flow matrix, what truncation
+costs, checkpointed BPTT's memory, and the gradient methods without BPTT (``study_methods``, in
+``methods_study``). Each returns its numbers, a printable table and (if asked) its figure; the ``bptt --study``
+command and ``examples/bptt_internals.py`` run them.
 
 The models are fresh (seeded, untrained) one-layer RNN/LSTM/GRU layers with a Linear head on every step, in
 float64. The weights study uses the adding task's own loss, on the last step; the flow and truncation studies
@@ -20,6 +21,7 @@ from .. import nn
 from ..tensor import Tensor, default_dtype, fork_rng
 from .flow import flow_matrix, plot_flow_matrix
 from .memory_study import format_memory_table, measure_bptt_memory, plot_memory
+from .methods_study import study_methods  # noqa: F401  (re-exported: every study is reached from here)
 from .param_grads import plot_param_grads
 from .recording import CELL_KINDS, record
 from .truncation import plot_truncation_bias, truncation_bias
@@ -40,6 +42,10 @@ STUDIES = {
     "memory": (
         "peak traced memory and CPU time of full vs checkpointed BPTT",
         "(bptt.checkpoint_bptt) against T; an LSTM on random sequences",
+    ),
+    "methods": (
+        "cosine to BPTT, time and peak memory of tbptt, RTRL, UORO and SnAp-1",
+        "(bptt.compare_gradient_methods) against T; running adding task",
     ),
 }
 

@@ -188,7 +188,10 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--study", choices=tuple(STUDIES), default=None, help="run one BPTT-internals study")
     parser.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated cell types (rnn, lstm, gru)")
     parser.add_argument(
-        "--steps", type=cli.positive_int, default=None, help="sequence length T (default 100; flow: 60)"
+        "--steps",
+        type=cli.positive_int,
+        default=None,
+        help="sequence length T (default 100; flow: 60; methods: the largest T, see --lengths)",
     )
     parser.add_argument(
         "--windows",
@@ -199,14 +202,21 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument(
         "--lengths",
         type=_positive_ints,
-        default=[100, 200, 400, 800],
-        help="memory: comma-separated sequence lengths T (default 100,200,400,800)",
+        default=None,
+        help="memory, methods: comma-separated sequence lengths T (default 100,200,400,800; methods: 10,20,50,100,200)",
+    )
+    parser.add_argument(
+        "--methods",
+        default="bptt,tbptt:10,rtrl,uoro,snap1",
+        help="methods: comma-separated gradient methods (bptt, tbptt:K, rtrl, uoro, snap1)",
     )
     parser.add_argument(
         "--repeats", type=cli.positive_int, default=3, help="memory: measurements per length and method"
     )
     parser.add_argument("--task", choices=("adding", "sine"), default="adding", help="input sequences")
-    parser.add_argument("--hidden", type=cli.positive_int, default=None, help="hidden units (default 32; memory: 128)")
+    parser.add_argument(
+        "--hidden", type=cli.positive_int, default=None, help="hidden units (default 32; memory: 128; methods: 16)"
+    )
     parser.add_argument("--batch", type=cli.positive_int, default=16, help="sequences in the batch")
     parser.add_argument(
         "--seed", type=cli.seed, default=0, help="seed of the inputs and of every cell's weights (an integer >= 0)"
@@ -232,10 +242,11 @@ def _run_study(args: argparse.Namespace) -> int:
 
     study = args.study
     path = args.out if args.out is not None else cli.check_output_file(internals.default_path(study, None))
-    hidden = args.hidden if args.hidden is not None else (128 if study == "memory" else 32)
+    hidden = args.hidden if args.hidden is not None else {"memory": 128, "methods": 16}.get(study, 32)
     sizes = f"--hidden {hidden} --batch {args.batch}"
     common = {"hidden": hidden, "batch": args.batch, "seed": args.seed, "path": path}
     if study == "memory":
+        args.lengths = args.lengths or [100, 200, 400, 800]
         T = max(args.lengths)
         # measure_bptt_memory's LSTM: 8 inputs, float32; the full-BPTT run is the larger one.
         cli.check_memory(cli.model_memory("lstm", 8, hidden, T, args.batch, 4), f"{sizes} --lengths ...{T}")
@@ -245,6 +256,30 @@ def _run_study(args: argparse.Namespace) -> int:
         print(
             "full vs checkpointed BPTT: tracemalloc peak (numpy arrays and Python objects) and CPU seconds "
             "of one forward + backward"
+        )
+    elif study == "methods":
+        from .methods_study import LENGTHS, rtrl_memory
+
+        variants = internals.variants_from(args.cells.split(","), args.forget_bias)
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        if args.lengths is not None:
+            lengths = args.lengths
+        elif args.steps is not None:  # --steps T: the default lengths below T, and T
+            lengths = sorted({T for T in LENGTHS if T < args.steps} | {args.steps})
+        else:
+            lengths = list(LENGTHS)
+        T = max(lengths)
+        need = max(
+            max(cli.model_memory(v[1], 2, hidden, T, args.batch, 8), rtrl_memory(v[1], 2, hidden, args.batch))
+            for v in variants
+        )
+        cli.check_memory(need, f"{sizes} --lengths ...{T}")
+        res = internals.study_methods(
+            variants, lengths, hidden=hidden, batch=args.batch, seed=args.seed, methods=methods, path=path
+        )
+        print(
+            "gradient methods against BPTT's exact gradient (bptt.compare_gradient_methods), running adding task "
+            f"with a Linear readout, H={hidden}, B={args.batch}; memory: tracemalloc peak (numpy and Python)"
         )
     else:
         variants = internals.variants_from(args.cells.split(","), args.forget_bias)
