@@ -167,3 +167,46 @@ def test_bad_arguments_are_named():
         bptt.compare_gradient_methods(cell, xs, ys, loss_fn, methods=("tbptt:x",))
     with pytest.raises(ValueError, match="rtrl: xs must be"):
         bptt.rtrl(cell, np.ones(3), ys, loss_fn)
+
+
+def test_snap_colours_share_directions_only_between_disjoint_units():
+    from tinygrad_lstm.bptt.forward import _colors
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):  # random patterns: mostly the greedy branch
+        P, S, w = rng.integers(1, 40), rng.integers(1, 10), rng.integers(1, 4)
+        units, valid = rng.integers(0, S, (P, w)), (rng.random((P, w)) < 0.7).astype(float)
+        color, C = _colors(units, valid)
+        assert color.shape == (P,) and C == color.max() + 1
+        for c in range(C):
+            sets = [set(u[v > 0].tolist()) for u, v in zip(units[color == c], valid[color == c])]
+            assert sum(map(len, sets)) == len(set().union(*sets))
+    units = np.repeat(np.arange(4), 5)[:, None]  # a cell's pattern: 5 entries per unit, units disjoint
+    color, C = _colors(units, np.ones((20, 1)))
+    assert C == 5 and np.array_equal(color, np.tile(np.arange(5), 4))
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_snap_compressed_directions_give_the_uncompressed_gradient(kind, monkeypatch):
+    """One direction per parameter entry (no compression) is the plain SnAp-1: the colours must not change it."""
+    from tinygrad_lstm.bptt import forward
+
+    cell, xs, ys, loss_fn, params = _setup(kind, readout=True)
+    _, g = _grads(bptt.snap, cell, xs, ys, loss_fn, params)
+    monkeypatch.setattr(forward, "_colors", lambda units, valid: (np.arange(units.shape[0]), units.shape[0]))
+    _, g_plain = _grads(bptt.snap, cell, xs, ys, loss_fn, params)
+    np.testing.assert_allclose(g, g_plain, rtol=1e-12, atol=1e-14)
+
+
+def test_snap_memory_stays_far_below_rtrl():
+    """SnAp-1 keeps (P, B, n) influences and J_theta in C ~ gates x (I + H) directions: no P x B x S array."""
+    import tracemalloc
+
+    peaks = {}
+    for name, method in [("rtrl", bptt.rtrl), ("snap", bptt.snap)]:
+        cell, xs, ys, loss_fn, params = _setup("LSTMCell", readout=False, T=3, H=32)
+        tracemalloc.start()
+        method(cell, xs, ys, loss_fn)
+        peaks[name] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks["snap"] < peaks["rtrl"] / 4, peaks

@@ -386,3 +386,29 @@ def test_cell_jvp_matches_torch(kind, np_rng):
         _, t = tl.jvp(lambda hh: ours(Tensor(x), hh), (h,), (u,))
         _, tt = func.jvp(lambda hh: theirs(torch.tensor(x), hh), (torch.tensor(h),), (torch.tensor(u),))
     np.testing.assert_allclose(t.data, tt.detach().numpy(), atol=1e-10, rtol=0)
+
+
+def test_linear_indexed_basis_equals_its_dense_form(np_rng):
+    """SnAp's compressed seed: entries sharing a direction (here two in one row, and rows sharing one) sum."""
+    x, w, b = _any((5, 3), np_rng), _any((4, 3), np_rng), _any((4,), np_rng)
+    wi, bi = np_rng.integers(0, 6, 12), np.array([0, 5, 5, 2])
+    wi[:2] = 1  # entries (0, 0) and (0, 1): one direction, one output row
+    results = []
+    for dense in (False, True):
+        with engine.DualLevel(7):
+            xt, wt, bt = Tensor(x), Tensor(w), Tensor(b)
+            wb, bb = ops.Basis(7, 1, (4, 3), index=wi), ops.Basis(7, 0, (4,), index=bi)
+            set_tangent(wt, wb.dense(np.float64) if dense else wb)
+            set_tangent(bt, bb.dense(np.float64) if dense else bb)
+            results.append(get_tangent(affine(xt, wt, bt)))
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-13, atol=1e-14)
+    assert np.abs(results[0]).max() > 0
+
+
+def test_basis_index_is_checked():
+    with pytest.raises(ValueError, match="index must be 6 ints"):
+        ops.Basis(4, 0, (2, 3), index=np.zeros(5, int))
+    with pytest.raises(ValueError, match="index must be 6 ints"):
+        ops.Basis(4, 0, (2, 3), index=np.zeros(6))
+    with pytest.raises(ValueError, match="must lie in 0..3"):
+        ops.Basis(4, 1, (2, 3), index=np.arange(6) % 4)

@@ -136,21 +136,35 @@ class Basis:
     """A tangent of k directions in which direction ``offset + i`` is the unit vector of a tensor's i-th entry
     (flat, C order) and every other direction is zero: seeding a parameter with it makes forward mode carry the
     derivative of everything downstream with respect to each of that parameter's entries (RTRL's influence).
+    With ``index`` (one int per entry) entry i goes to direction ``offset + index[i]`` instead, and a direction
+    is the sum of its entries' unit vectors (SnAp's compressed seed: entries that move disjoint units share one).
     Ops that can use it as it is (``Linear``) set ``takes_basis``; the engine makes it dense for the others."""
 
-    __slots__ = ("k", "offset", "shape")
+    __slots__ = ("index", "k", "offset", "shape")
 
-    def __init__(self, k: int, offset: int, shape: tuple) -> None:
+    def __init__(self, k: int, offset: int, shape: tuple, index: Array | None = None) -> None:
         size = int(np.prod(shape, dtype=np.int64))
-        if not (0 <= offset and offset + size <= k):
-            raise ValueError(f"Basis: directions {offset}..{offset + size} do not fit in k={k}")
-        self.k, self.offset, self.shape = int(k), int(offset), tuple(shape)
+        if index is None:
+            if not (0 <= offset and offset + size <= k):
+                raise ValueError(f"Basis: directions {offset}..{offset + size} do not fit in k={k}")
+        else:
+            index = np.asarray(index)
+            if index.shape != (size,) or index.dtype.kind not in "iu":
+                raise ValueError(f"Basis: index must be {size} ints (one per entry), got {index.dtype} {index.shape}")
+            if size and not (0 <= offset + index.min() and offset + index.max() < k):
+                raise ValueError(f"Basis: index plus offset {offset} must lie in 0..{k - 1}")
+        self.k, self.offset, self.shape, self.index = int(k), int(offset), tuple(shape), index
+
+    def directions(self) -> Array:
+        """Each entry's direction, (size,)."""
+        n = int(np.prod(self.shape, dtype=np.int64))
+        return self.offset + (np.arange(n) if self.index is None else self.index)
 
     def dense(self, dtype: np.dtype) -> Array:
-        """As an array (k, *shape): zeros, with a 1 at [offset + i, entry i]."""
+        """As an array (k, *shape): zeros, with a 1 at [direction of entry i, entry i]."""
         n = int(np.prod(self.shape, dtype=np.int64))
         out = np.zeros((self.k, n), dtype)
-        out[self.offset + np.arange(n), np.arange(n)] = 1
+        out[self.directions(), np.arange(n)] = 1
         return out.reshape((self.k, *self.shape))
 
 
@@ -602,11 +616,13 @@ class Linear(Op):
                 dt = np.result_type(x, w) if out is None else out.dtype
                 out = np.zeros((k, N, O), dt) if out is None else np.array(out)
             ar = np.arange(O)
-            if isinstance(tw, Basis):
+            if isinstance(tw, Basis) and tw.index is None:
                 blk = out[tw.offset : tw.offset + O * I_].reshape(O, I_, N, O)
                 blk[ar, :, :, ar] += x2.T  # (O, I_, N): direction (o, j), every row n, output o
+            elif isinstance(tw, Basis):  # entry (o, j) in direction d[o, j]; add.at sums entries sharing one
+                np.add.at(out, (tw.directions().reshape(O, I_), slice(None), ar[:, None]), x2.T)
             if isinstance(tb, Basis):
-                out[tb.offset : tb.offset + O].reshape(O, N, O)[ar, :, ar] += 1
+                np.add.at(out, (tb.directions(), slice(None), ar), 1)
         return out.reshape(k, *x.shape[:-1], O)
 
 

@@ -14,7 +14,8 @@ and dL/dtheta = sum_t dL_t/dh_t M_t[h] (+ the ordinary gradient of parameters us
 * ``snap`` (SnAp-1, Menick et al. 2021) keeps M only where a parameter acts on the state within one step (the
   pattern of J_theta, at most n entries per parameter: one unit for an RNN or GRU weight, (h_i, c_i) for an LSTM's);
   exact when units do not interact (a diagonal recurrent weight). Per step: J_s from S tangent directions and J_theta
-  from the Basis seed alone: no H^4 product.
+  from C compressed directions (entries that move disjoint units share one, about gates x (I + H) of them): no
+  H^4 product and no P x S array, so time and memory per step are O(S^2 B + P B).
 * ``uoro`` (Tallec & Ollivier 2018) keeps a random rank-one M ~ s~ theta~^T per batch element, unbiased: one JVP
   (J_s s~) and one VJP per batch element (nu^T J_theta) per step.
 
@@ -162,15 +163,22 @@ def _tangent_or_zeros(t: Tensor, k: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ SnAp-1
 
 
-def _immediate(prob: _Problem, x_t: np.ndarray, arrays: list[np.ndarray]) -> tuple[list[Tensor], list[np.ndarray]]:
-    """One step with only the parameters seeded: the new state's parts and J_theta per part, (P, B, S_i)."""
+def _immediate(
+    prob: _Problem, x_t: np.ndarray, arrays: list[np.ndarray], seeds: list | None = None, k: int = 0
+) -> tuple[list[Tensor], list[np.ndarray]]:
+    """One step with only the parameters seeded: the new state's parts and J_theta per part, (k, B, S_i).
+
+    By default every parameter entry is its own direction (k = P, an ``ops.Basis``); ``seeds`` gives each
+    parameter its (k, *shape) tangent instead (SnAp's compressed directions)."""
     P = prob.P
-    with no_grad(), engine.DualLevel(max(P, 1)):
-        for p, off in zip(prob.params, prob.offsets):
-            set_tangent(p, ops.Basis(P, off, p.shape))
+    if seeds is None:
+        seeds, k = [ops.Basis(P, off, p.shape) for p, off in zip(prob.params, prob.offsets)], P
+    with no_grad(), engine.DualLevel(max(k, 1)):
+        for p, seed in zip(prob.params, seeds):
+            set_tangent(p, seed)
         try:
             parts = prob.parts(prob.cell(Tensor(x_t), prob.state(arrays)))
-            return parts, [_tangent_or_zeros(p, P) for p in parts]
+            return parts, [_tangent_or_zeros(p, max(k, 1)) for p in parts]
         finally:
             for p in prob.params:
                 p._tan = None
@@ -198,8 +206,9 @@ def snap(cell: Callable, xs: Any, ys: Any, loss_fn: LossFn, state: Any = None, *
     Same arguments and effect as ``rtrl``. The pattern (the units each parameter entry moves in one step: unit i
     for row i of an RNN's or GRU's weights, and all of a unit's state, h_i and c_i, for an LSTM's) is found once,
     from the immediate Jacobian at a random state and input; M is stored compressed, (P, B, n) for at most n
-    entries per parameter. Per step: the state Jacobian from S forward-mode directions and J_theta from the
-    parameters' ``Basis`` seed, M_t = pattern * (J_s M_{t-1} + J_theta), with no S^2 P product.
+    entries per parameter. Per step: the state Jacobian from S forward-mode directions and J_theta from C
+    compressed directions (``_colors``: an indexed ``Basis`` per parameter), M_t = pattern * (J_s M_{t-1} +
+    J_theta), with no S^2 P product and no (P, B, S) array.
     Exact when units do not interact (a diagonal recurrent weight); a biased approximation otherwise.
     Only ``n=1`` is implemented.
     """
@@ -215,7 +224,8 @@ def snap(cell: Callable, xs: Any, ys: Any, loss_fn: LossFn, state: Any = None, *
         units, valid = _pattern(prob, S)
         width = units.shape[1]
         M = np.zeros((P, arrays[0].shape[0], width), np.float64)  # M[p, b, a] = ds[units[p, a]]/dtheta_p
-        pidx = np.arange(P)[:, None]
+        color, C = _colors(units, valid)
+        seeds = _compressed_seeds(prob, color, C)
         H = arrays[0].shape[1]
         for t in range(prob.x.shape[0]):
             x_t = prob.x[t]
@@ -224,11 +234,12 @@ def snap(cell: Callable, xs: Any, ys: Any, loss_fn: LossFn, state: Any = None, *
                 # The pattern's block of J_s for each parameter: Js[b, units[p, a'], units[p, a]] -> (P, B, n, n)
                 blk = Js[:, units[:, :, None], units[:, None, :]].transpose(1, 0, 2, 3)
                 prop = np.einsum("pbij,pbj->pbi", blk, M)
-            parts, Jth = _immediate(prob, x_t, arrays)
+            parts, Jth = _immediate(prob, x_t, arrays, seeds, C)
             arrays = [p.data for p in parts]
             if P:
-                J = np.concatenate(Jth, axis=2).astype(np.float64)  # (P, B, S)
-                M = (prop + J[pidx, :, units].transpose(0, 2, 1)) * valid[:, None, :]
+                J = np.concatenate(Jth, axis=2).astype(np.float64)  # (C, B, S), compressed
+                # Parameter p alone moves its units within its colour's direction: read them off there.
+                M = (prop + J[color[:, None], :, units].transpose(0, 2, 1)) * valid[:, None, :]
             loss, c = prob.step_loss(t, arrays[0])
             total += loss
             if c is not None and P:
@@ -242,25 +253,95 @@ def snap(cell: Callable, xs: Any, ys: Any, loss_fn: LossFn, state: Any = None, *
 def _pattern(prob: _Problem, S: int) -> tuple[np.ndarray, np.ndarray]:
     """For each parameter entry, the state entries it moves in one step: (units (P, n) padded with 0, valid mask).
 
-    Probed at a random state and input (so a zero in the data does not hide an entry of the pattern)."""
+    Read off one step's graph by S backward passes (row s of J_theta each), so memory stays O(P) where the P
+    forward directions of RTRL would take P x B x S. Probed at a random state and input, so a zero in the data
+    does not hide an entry of the pattern. Parameters' ``.grad`` is left alone."""
+    P = prob.P
+    if not P:
+        return np.zeros((0, 1), int), np.zeros((0, 1))
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal(a.shape).astype(prob.dtype) for a in prob.init]
     x = rng.standard_normal(prob.x[0].shape).astype(prob.dtype)
-    _, Jth = _immediate(prob, x, arrays)
-    if not prob.P:
-        return np.zeros((0, 1), int), np.zeros((0, 1), bool)
-    hit = np.any(np.concatenate(Jth, axis=2) != 0, axis=1)  # (P, S)
-    widths = {j.shape[2] for j in Jth}
-    if len(Jth) > 1 and len(widths) == 1:
+    ps, ss = [], []  # the pattern's (parameter entry, state entry) pairs
+    kept = [p.grad for p in prob.params]
+    try:
+        with enable_grad():
+            parts = prob.parts(prob.cell(Tensor(x), prob.state(arrays)))
+            lo, last = 0, S - 1
+            for part in parts:
+                for j in range(part.shape[1]):
+                    if part.requires_grad:
+                        for p in prob.params:
+                            p.grad = None
+                        seed = np.zeros(part.shape, part.dtype)
+                        seed[:, j] = 1
+                        backward([part], [seed], retain_graph=lo + j < last)
+                        for p, off in zip(prob.params, prob.offsets):
+                            if p.grad is not None:
+                                hit = np.flatnonzero(p.grad) + off
+                                ps.append(hit)
+                                ss.append(np.full(hit.size, lo + j))
+                lo += part.shape[1]
+    finally:
+        for p, g in zip(prob.params, kept):
+            p.grad = g
+    ps = np.concatenate(ps or [np.zeros(0, int)])
+    ss = np.concatenate(ss or [np.zeros(0, int)])
+    widths = {a.shape[1] for a in prob.init}
+    if len(prob.init) > 1 and len(widths) == 1:
         # A unit is all of its state: an LSTM's unit i is (h_i, c_i). A parameter that moves c_i in one step reaches
         # h_i in the same step, but one that moves only h_i (the output gate's) reaches c_i one step later: keeping
         # whole units keeps SnAp-1 exact whenever units do not interact.
-        H = widths.pop()
-        hit = np.tile(hit.reshape(hit.shape[0], len(Jth), H).any(axis=1), (1, len(Jth)))
-    width = max(1, int(hit.sum(axis=1).max()))
-    order = np.argsort(~hit, axis=1, kind="stable")[:, :width]  # the hit units first, in order
-    valid = np.take_along_axis(hit, order, axis=1)
-    return np.where(valid, order, 0), valid.astype(np.float64)
+        H, n_parts = widths.pop(), len(prob.init)
+        pairs = np.unique(np.stack([ps, ss % H]), axis=1)
+        ps = np.tile(pairs[0], n_parts)
+        ss = np.concatenate([pairs[1] + i * H for i in range(n_parts)])
+    order = np.lexsort((ss, ps))  # by parameter entry, then state entry
+    ps, ss = ps[order], ss[order]
+    counts = np.bincount(ps, minlength=P)
+    width = max(1, int(counts.max(initial=0)))
+    rank = np.arange(ps.size) - (np.cumsum(counts) - counts)[ps]
+    units, valid = np.zeros((P, width), int), np.zeros((P, width))
+    units[ps, rank], valid[ps, rank] = ss, 1.0
+    return units, valid
+
+
+def _colors(units: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, int]:
+    """Group parameter entries whose units are disjoint into one tangent direction (Curtis-Powell-Reid compression).
+
+    An RNN's or GRU's weight row i all moves unit i alone, so about I + H entries per gate share a unit and the
+    colours number that many, not P = (I + H) x gates x H: J_theta costs one step with C directions. When any two
+    entries' unit sets are equal or disjoint (the built-in cells), an entry's colour is its rank among the
+    entries of its set; otherwise greedy: the first colour above every colour already used on its units."""
+    P = units.shape[0]
+    if not P:
+        return np.zeros(0, int), 0
+    sets = np.where(valid > 0, units, -1)
+    distinct, group = np.unique(sets, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    members = distinct[distinct >= 0]
+    if np.unique(members).size == members.size:  # the distinct sets are disjoint
+        order = np.argsort(group, kind="stable")
+        counts = np.bincount(group)
+        color = np.empty(P, int)
+        color[order] = np.arange(P) - (np.cumsum(counts) - counts)[group[order]]
+    else:
+        nxt = np.zeros(int(units.max()) + 1, int)  # per unit, the lowest colour still free there
+        color = np.zeros(P, int)
+        for p, us in enumerate(units[p][valid[p] > 0].tolist() for p in range(P)):
+            c = max((nxt[u] for u in us), default=0)
+            color[p] = c
+            nxt[us] = c + 1
+    return color, int(color.max()) + 1
+
+
+def _compressed_seeds(prob: _Problem, color: np.ndarray, C: int) -> list[ops.Basis]:
+    """Each parameter's tangent: entry p is 1 in its colour's direction (a ``Basis`` with an index, never dense
+    for ``Linear``, so J_theta costs O(P B) per step, not O(C P))."""
+    return [
+        ops.Basis(max(C, 1), 0, p.shape, index=color[lo:hi])
+        for p, lo, hi in zip(prob.params, prob.offsets, prob.offsets[1:])
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ UORO
