@@ -24,8 +24,7 @@ Observed with the defaults (RNN, H=16, T=8, B=8, 1500 updates, seed 0, about 30 
 and RTRL, identical), 0.011 (truncated to 4), 0.028 (SnAp-1), 0.185 (UORO; the constant answer scores 0.167).
 Per step at batch 8 (two runs): BPTT ~0.1 ms at every H from 8 to 64 (numpy's per-op overhead dominates), RTRL
 0.2-0.25 ms at H=8 and 18-26 ms at H=64 (x14-22 from H=32 to 64: the H^4 term takes over), UORO ~1 ms, SnAp-1
-13-18 ms at H=64 (its one-step parameter Jacobian is formed dense, parameters x batch x state, by the engine's
-forward mode).
+3.4 ms at H=64 (one run; 13-18 ms before its one-step parameter Jacobian was taken in compressed directions).
 
 Writes ``online_learning.png`` (validation MSE per update; cosine of each method's gradient to BPTT's; ms per
 step against H) into ``--out`` and prints a table per method. Run with ``--help`` for the options.

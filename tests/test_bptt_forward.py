@@ -204,7 +204,7 @@ def test_snap_memory_stays_far_below_rtrl():
 
     peaks = {}
     for name, method in [("rtrl", bptt.rtrl), ("snap", bptt.snap)]:
-        cell, xs, ys, loss_fn, params = _setup("LSTMCell", readout=False, T=3, H=32)
+        cell, xs, ys, loss_fn, _ = _setup("LSTMCell", readout=False, T=3, H=32)
         tracemalloc.start()
         method(cell, xs, ys, loss_fn)
         peaks[name] = tracemalloc.get_traced_memory()[1]

@@ -410,5 +410,5 @@ def test_basis_index_is_checked():
         ops.Basis(4, 0, (2, 3), index=np.zeros(5, int))
     with pytest.raises(ValueError, match="index must be 6 ints"):
         ops.Basis(4, 0, (2, 3), index=np.zeros(6))
-    with pytest.raises(ValueError, match="must lie in 0..3"):
+    with pytest.raises(ValueError, match=r"must lie in 0\.\.3"):
         ops.Basis(4, 1, (2, 3), index=np.arange(6) % 4)

@@ -14,7 +14,7 @@ alike; the table reports the median over repeats in milliseconds, and ratios. to
 numpy's BLAS has (``--threads N`` sets both; without it, tinygrad_lstm's import-time default of one BLAS thread
 applies, see ``tinygrad_lstm/threads.py``).
 
-    python tools/bench_lstm.py            # the three sizes of issue 3
+    python tools/bench_lstm.py            # the four standard sizes (issue 3's three and issue 10's long one)
     python tools/bench_lstm.py --quick    # tiny sizes, a few repeats: a smoke test (used by the test suite)
     python tools/bench_lstm.py --threads 1 --clock cpu   # steadier on a shared, busy machine
 
