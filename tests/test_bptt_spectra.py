@@ -9,27 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_bptt import LinearRNNCell  # h_t = W h_{t-1} + U x_t, optionally through tanh: a custom cell
 
 from tinygrad_lstm import Tensor, bptt, manual_seed, nn
 from tinygrad_lstm.nn import Module, Parameter
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-class LinearCell(Module):
-    """h_t = W h_{t-1} + U x_t (row-vector form), optionally through tanh: a custom cell of Tensor ops."""
-
-    def __init__(self, W: np.ndarray, U: np.ndarray, tanh: bool = False) -> None:
-        self.weight_hh = Parameter(W)
-        self.weight_ih = Parameter(U)
-        self.tanh = tanh
-
-    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
-        if h is None:
-            h = Tensor.zeros(x.shape[0], self.weight_hh.shape[0], dtype=x.dtype)
-        z = h @ self.weight_hh.T + x @ self.weight_ih.T
-        return z.tanh() if self.tanh else z
 
 
 class TwoPartCell(Module):
@@ -54,7 +40,7 @@ def _cells(H: int, I: int) -> dict[str, Module]:
         "rnn": nn.RNNCell(I, H, dtype=np.float64),
         "lstm": nn.LSTMCell(I, H, dtype=np.float64),
         "gru": nn.GRUCell(I, H, dtype=np.float64),
-        "custom": LinearCell(rng.standard_normal((H, H)) * 0.7, rng.standard_normal((H, I)), tanh=True),
+        "custom": LinearRNNCell(rng.standard_normal((H, H)) * 0.7, rng.standard_normal((H, I)), tanh=True),
     }
 
 
@@ -80,7 +66,7 @@ def test_power_method_on_a_linear_recurrence_gives_norms_of_matrix_powers():
     rng = _rng(4)
     H, T = 20, 15
     W = rng.standard_normal((H, H)) * 0.3
-    cell = LinearCell(W, rng.standard_normal((H, 2)))
+    cell = LinearRNNCell(W, rng.standard_normal((H, 2)))
     got = bptt.jacobian_norms(cell, rng.standard_normal((T, 2, 2)), np.zeros((2, H)), method="power", tol=1e-8)
     want = np.array([np.linalg.norm(np.linalg.matrix_power(W, T - t), 2) for t in range(T)])
     np.testing.assert_allclose(got, want, rtol=1e-7)
@@ -98,7 +84,7 @@ def test_power_method_in_float32_and_on_a_larger_lstm():
 def test_power_method_edge_cases():
     rng = _rng(7)
     # one step, one unit: |w| (1 - h^2)
-    one = LinearCell(np.array([[0.8]]), np.array([[1.0]]), tanh=True)
+    one = LinearRNNCell(np.array([[0.8]]), np.array([[1.0]]), tanh=True)
     x = np.array([[[0.5]]])
     np.testing.assert_allclose(
         bptt.jacobian_norms(one, x, np.zeros((1, 1)), method="power"), 0.8 * (1 - np.tanh(0.5) ** 2), rtol=1e-12
@@ -202,16 +188,18 @@ def test_scaled_orthogonal_and_orthogonal_recurrences():
     Q, _ = np.linalg.qr(rng.standard_normal((H, H)))
     U = rng.standard_normal((H, 2))
     xs = rng.standard_normal((30, 2, 2))
-    got = bptt.lyapunov_spectrum(LinearCell(0.9 * Q, U), xs, np.zeros((2, H)))
+    got = bptt.lyapunov_spectrum(LinearRNNCell(0.9 * Q, U), xs, np.zeros((2, H)))
     assert got.shape == (H,)
     np.testing.assert_allclose(got, np.log(0.9), atol=1e-12)
-    np.testing.assert_allclose(bptt.lyapunov_spectrum(LinearCell(0.9 * Q, U), xs, np.zeros((2, H)), k=3), np.log(0.9))
-    np.testing.assert_allclose(bptt.lyapunov_spectrum(LinearCell(Q, U), xs, np.zeros((2, H))), 0.0, atol=1e-12)
+    np.testing.assert_allclose(
+        bptt.lyapunov_spectrum(LinearRNNCell(0.9 * Q, U), xs, np.zeros((2, H)), k=3), np.log(0.9)
+    )
+    np.testing.assert_allclose(bptt.lyapunov_spectrum(LinearRNNCell(Q, U), xs, np.zeros((2, H))), 0.0, atol=1e-12)
 
 
 def test_diagonal_recurrence_gives_the_sorted_log_moduli():
     d = np.array([0.5, -0.95, 0.2, 1.1, -0.7])
-    cell = LinearCell(np.diag(d), _rng(11).standard_normal((5, 2)))
+    cell = LinearRNNCell(np.diag(d), _rng(11).standard_normal((5, 2)))
     T = 1000
     xs = _rng(12).standard_normal((T, 1, 2))
     want = np.sort(np.log(np.abs(d)))[::-1]

@@ -29,13 +29,14 @@ import math
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from .. import engine, ops
 from ..tensor import Tensor, backward, enable_grad, get_tangent, no_grad, set_tangent, walk
-from .jacobians import _parameters, _prepare, _split_state
+from .jacobians import _parameters, _prepare, _state_parts
 from .recording import _quiet
 
 LossFn = Callable[[Tensor, Any], Tensor]
@@ -77,14 +78,7 @@ class _Problem:
 
     def parts(self, s: Any) -> list[Tensor]:
         """The cell's output state as its parts [h, (c)], checked against the initial state's shapes."""
-        h, rest = _split_state(s, self.fn)
-        parts = [h, *rest]
-        if len(parts) != len(self.init) or any(p.shape != a.shape for p, a in zip(parts, self.init)):
-            got = [p.shape for p in parts]
-            raise ValueError(
-                f"{self.fn}: the cell returned a state of shapes {got} for one of {[a.shape for a in self.init]}"
-            )
-        return parts
+        return _state_parts(s, self.init, self.fn)
 
     def step_loss(self, t: int, h: np.ndarray) -> tuple[float, np.ndarray | None]:
         """Loss at step t and dL_t/dh_t; parameters used inside loss_fn (a readout) get their gradient here."""
@@ -164,15 +158,10 @@ def _tangent_or_zeros(t: Tensor, k: int) -> np.ndarray:
 
 
 def _immediate(
-    prob: _Problem, x_t: np.ndarray, arrays: list[np.ndarray], seeds: list | None = None, k: int = 0
+    prob: _Problem, x_t: np.ndarray, arrays: list[np.ndarray], seeds: list, k: int
 ) -> tuple[list[Tensor], list[np.ndarray]]:
-    """One step with only the parameters seeded: the new state's parts and J_theta per part, (k, B, S_i).
-
-    By default every parameter entry is its own direction (k = P, an ``ops.Basis``); ``seeds`` gives each
-    parameter its (k, *shape) tangent instead (SnAp's compressed directions)."""
-    P = prob.P
-    if seeds is None:
-        seeds, k = [ops.Basis(P, off, p.shape) for p, off in zip(prob.params, prob.offsets)], P
+    """One step with only the parameters seeded, each by its tangent of k directions in ``seeds`` (SnAp's
+    compressed ``Basis``): the new state's parts and J_theta per part, (k, B, S_i)."""
     with no_grad(), engine.DualLevel(max(k, 1)):
         for p, seed in zip(prob.params, seeds):
             set_tangent(p, seed)
@@ -263,28 +252,18 @@ def _pattern(prob: _Problem, S: int) -> tuple[np.ndarray, np.ndarray]:
     arrays = [rng.standard_normal(a.shape).astype(prob.dtype) for a in prob.init]
     x = rng.standard_normal(prob.x[0].shape).astype(prob.dtype)
     ps, ss = [], []  # the pattern's (parameter entry, state entry) pairs
-    kept = [p.grad for p in prob.params]
-    try:
-        with enable_grad():
-            parts = prob.parts(prob.cell(Tensor(x), prob.state(arrays)))
-            lo, last = 0, S - 1
-            for part in parts:
-                for j in range(part.shape[1]):
-                    if part.requires_grad:
-                        for p in prob.params:
-                            p.grad = None
-                        seed = np.zeros(part.shape, part.dtype)
-                        seed[:, j] = 1
-                        backward([part], [seed], retain_graph=lo + j < last)
-                        for p, off in zip(prob.params, prob.offsets):
-                            if p.grad is not None:
-                                hit = np.flatnonzero(p.grad) + off
-                                ps.append(hit)
-                                ss.append(np.full(hit.size, lo + j))
-                lo += part.shape[1]
-    finally:
-        for p, g in zip(prob.params, kept):
-            p.grad = g
+    with _grads_kept(prob.params), enable_grad():
+        parts = prob.parts(prob.cell(Tensor(x), prob.state(arrays)))
+        lo = 0
+        for part in parts:
+            for j in range(part.shape[1]):
+                if part.requires_grad:
+                    seed = np.zeros(part.shape, part.dtype)
+                    seed[:, j] = 1
+                    hit = np.flatnonzero(_flat_vjp(prob, [part], [seed], retain_graph=lo + j < S - 1))
+                    ps.append(hit)
+                    ss.append(np.full(hit.size, lo + j))
+            lo += part.shape[1]
     ps = np.concatenate(ps or [np.zeros(0, int)])
     ss = np.concatenate(ss or [np.zeros(0, int)])
     widths = {a.shape[1] for a in prob.init}
@@ -398,30 +377,43 @@ def _per_example_vjp(prob: _Problem, x_t: np.ndarray, arrays: list[np.ndarray], 
     out = np.zeros((B, P))
     if not P:
         return out
-    kept = [p.grad for p in prob.params]
-    try:
-        with enable_grad():
-            parts = prob.parts(prob.cell(Tensor(x_t), prob.state(arrays)))
-            roots = [p for p in parts if p.requires_grad]
-            pieces = [piece for p, piece in zip(parts, np.split(nu, cuts, axis=1)) if p.requires_grad]
-            for b in range(B):
-                if not roots:
-                    break
-                for p in prob.params:
-                    p.grad = None
-                seeds = []
-                for piece, r in zip(pieces, roots):
-                    s = np.zeros(r.shape, r.dtype)
-                    s[b] = piece[b]
-                    seeds.append(s)
-                backward(roots, seeds, retain_graph=b < B - 1)
-                for p, lo, hi in zip(prob.params, prob.offsets, prob.offsets[1:]):
-                    if p.grad is not None:
-                        out[b, lo:hi] = p.grad.reshape(-1)
-    finally:
-        for p, g in zip(prob.params, kept):
-            p.grad = g
+    with _grads_kept(prob.params), enable_grad():
+        parts = prob.parts(prob.cell(Tensor(x_t), prob.state(arrays)))
+        roots = [p for p in parts if p.requires_grad]
+        pieces = [piece for p, piece in zip(parts, np.split(nu, cuts, axis=1)) if p.requires_grad]
+        for b in range(B):
+            if not roots:
+                break
+            seeds = []
+            for piece, r in zip(pieces, roots):
+                s = np.zeros(r.shape, r.dtype)
+                s[b] = piece[b]
+                seeds.append(s)
+            out[b] = _flat_vjp(prob, roots, seeds, retain_graph=b < B - 1)
     return out
+
+
+@contextmanager
+def _grads_kept(params: list[Tensor]):
+    """Backward passes inside leave the parameters' ``.grad`` as it was before."""
+    kept = [p.grad for p in params]
+    try:
+        yield
+    finally:
+        for p, g in zip(params, kept):
+            p.grad = g
+
+
+def _flat_vjp(prob: _Problem, roots: list[Tensor], seeds: list[np.ndarray], retain_graph: bool) -> np.ndarray:
+    """sum_i <seed_i, d root_i / dtheta> as a flat (P,) array (inside ``_grads_kept``: it overwrites ``.grad``)."""
+    for p in prob.params:
+        p.grad = None
+    backward(roots, seeds, retain_graph=retain_graph)
+    flat = np.zeros(prob.P)
+    for p, lo, hi in zip(prob.params, prob.offsets, prob.offsets[1:]):
+        if p.grad is not None:
+            flat[lo:hi] = p.grad.reshape(-1)
+    return flat
 
 
 # ------------------------------------------------------------------------------------------------ BPTT

@@ -22,6 +22,16 @@ def _split_state(s: Any, fn: str) -> tuple[Tensor, tuple[Tensor, ...]]:
     raise TypeError(f"{fn}: the cell must return a Tensor h or a tuple (h, c) of Tensors, got {type(s).__name__}")
 
 
+def _state_parts(s: Any, init: list[np.ndarray], fn: str) -> list[Tensor]:
+    """A cell's output state as its parts [h, (c)], checked against the initial state's shapes."""
+    h, rest = _split_state(s, fn)
+    parts = [h, *rest]
+    if len(parts) != len(init) or any(p.shape != a.shape for p, a in zip(parts, init)):
+        got = [p.shape for p in parts]
+        raise ValueError(f"{fn}: the cell returned a state of shapes {got} for one of {[a.shape for a in init]}")
+    return parts
+
+
 def _prepare(cell: Callable, xs: Any, state: Any, fn: str) -> tuple[np.ndarray, list[np.ndarray], bool]:
     """Inputs as (T, B, I) and the initial state as arrays [h, (c)] of shape (B, H); tuple-ness of the state."""
     if not callable(cell):

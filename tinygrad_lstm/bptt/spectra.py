@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import engine
 from ..tensor import Tensor, backward, enable_grad, get_tangent, no_grad, set_tangent
-from .jacobians import _frozen, _prepare, _split_state
+from .jacobians import _frozen, _prepare, _split_state, _state_parts
 from .recording import _quiet
 
 _WINDOW = 3  # neighbours on each side whose new vectors join a target's Ritz subspace
@@ -80,13 +80,7 @@ class _Sweeps:
             s: Any = tuple(Tensor(a) for a in init) if is_tuple else Tensor(init[0])
             for t in range(T):
                 s = cell(Tensor(x[t]), s)
-                h, rest = _split_state(s, fn)
-                parts = [h, *rest]
-                if len(parts) != len(init) or any(p.shape != a.shape for p, a in zip(parts, init)):
-                    got = [p.shape for p in parts]
-                    raise ValueError(
-                        f"{fn}: the cell returned a state of shapes {got} for one of {[a.shape for a in init]}"
-                    )
+                parts = _state_parts(s, init, fn)
                 self.states.append([p.data.copy() for p in parts])
         self._graph: tuple[list[int], dict[int, tuple[list[Tensor], list[Tensor]]]] | None = None
 
@@ -321,13 +315,7 @@ def lyapunov_spectrum(
                 for p, lo, hi in zip(parts, bounds, bounds[1:]):
                     set_tangent(p, tan[:, :, lo:hi].astype(dtype))
                 out = cell(Tensor(x[t]), tuple(parts) if is_tuple else parts[0])
-                h, rest = _split_state(out, fn)
-                new = [h, *rest]
-                if len(new) != len(init) or any(p.shape != a.shape for p, a in zip(new, init)):
-                    got = [p.shape for p in new]
-                    raise ValueError(
-                        f"{fn}: the cell returned a state of shapes {got} for one of {[a.shape for a in init]}"
-                    )
+                new = _state_parts(out, init, fn)
                 M = np.concatenate([_tangent_or_zeros(p, k) for p in new], axis=2).astype(np.float64)
                 arrays = [p.data for p in new]
             Q, R = np.linalg.qr(np.transpose(M, (1, 2, 0)))  # (B, S, k) = (B, S, k) (B, k, k)
