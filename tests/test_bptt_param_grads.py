@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinygrad_lstm import Tensor, bptt, default_dtype, manual_seed, nn
+from tinygrad_lstm import Tensor, bptt, default_dtype, manual_seed, nn, ops
+from tinygrad_lstm.engine import walk
 from tinygrad_lstm.nn.rnn import STEP_OBSERVERS
 
 torch = pytest.importorskip("torch")
@@ -192,14 +193,9 @@ def test_costs_nothing_outside_a_recording_and_can_be_switched_off():
     params = {id(p) for p in layer.parameters()}
     node = out.grad_fn
     seen_alias = False
-    stack = [out]
-    while stack:
-        t = stack.pop()
-        if t.grad_fn is not None and t.grad_fn.parents is not None:
-            for q in t.grad_fn.parents:
-                if t.grad_fn.name == "GetItem" and id(q) in params:
-                    seen_alias = True
-                stack.append(q)
+    for v in walk(out):  # the graph's vertices: op nodes and leaf tensors
+        if isinstance(v, ops.Op) and v.name == "GetItem" and any(id(q) in params for q in v.parents):
+            seen_alias = True
     assert node is not None and not seen_alias
     with bptt.record(param_grads=False) as rec:
         out, _ = layer(x)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import tinygrad_lstm as tl
-from tinygrad_lstm import Tensor
+from tinygrad_lstm import Tensor, engine
 from tinygrad_lstm.tensor import walk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,7 +222,7 @@ def test_leaf_gradients_are_private_arrays():
     v = _leaf(np.ones(3))
     s = (v * 2.0).sum()
     s.backward(retain_graph=True)
-    node = s.grad_fn.parents[0].grad_fn
+    node = s.grad_fn.parents[0]  # a node's inputs are vertices: the node that made each
     v.grad *= 0  # retain_graph keeps per-node gradients for the renderer: they must not change
     np.testing.assert_array_equal(node.grads_in[0], [2.0, 2.0, 2.0])
 
@@ -279,6 +279,29 @@ def test_backward_releases_the_graph_and_a_second_backward_explains_itself():
         (y * 2).sum().backward()
 
 
+def test_the_graph_keeps_only_what_backward_needs():
+    """As PyTorch's: an intermediate that no VJP saved is freed when the program drops it, while its node, its
+    name, its hooks and a retained gradient live on in the graph."""
+    x = _leaf([0.5, -1.0, 2.0])
+    a = x * 2.0  # Mul saves x (and the 2.0)
+    b = a + 1.0  # Add saves nothing: a's array is read by no VJP
+    b.name = "b"
+    seen = []
+    b.register_hook(lambda g: seen.append(g.copy()))
+    b.retain_grad()
+    c = b.sigmoid()  # Sigmoid saves its output, not b
+    refs = {k: weakref.ref(t.data) for k, t in {"a": a, "b": b, "c": c}.items()}
+    b_ref = weakref.ref(b)
+    del a, b
+    assert refs["a"]() is None and refs["b"]() is None and refs["c"]() is not None
+    assert c.grad_fn.parents[0].out_name == "b"  # the name is kept on the node (graphs draw it)
+    (c * c).sum().backward()
+    s = 1 / (1 + np.exp(-(np.array([0.5, -1.0, 2.0]) * 2 + 1)))
+    np.testing.assert_allclose(seen[0], 2 * s * s * (1 - s))  # the hook ran on the dropped tensor's gradient
+    np.testing.assert_allclose(x.grad, 2 * seen[0])
+    assert b_ref() is None  # retain_grad keeps no tensor alive (a weak reference, as PyTorch's)
+
+
 def test_intermediates_die_after_backward_without_the_cycle_collector(np_rng):
     gc.collect()
     gc.disable()  # anything kept alive only by a reference cycle would now leak and fail the test
@@ -286,12 +309,14 @@ def test_intermediates_die_after_backward_without_the_cycle_collector(np_rng):
         x = Tensor(np_rng.standard_normal((4, 3)))
         w = _leaf(np_rng.standard_normal((3, 3)))
         h = (x @ w).tanh()
-        h_ref, node_ref = weakref.ref(h), weakref.ref(h.grad_fn)
+        h_ref, node_ref, data_ref = weakref.ref(h), weakref.ref(h.grad_fn), weakref.ref(h.data)
         loss = (h * h).mean()
         del h
-        assert h_ref() is not None  # the graph holds it until backward
+        # The graph holds nodes and the arrays their VJPs saved, never tensors: h is gone, its data stays (Tanh
+        # and Mul saved it), until backward
+        assert h_ref() is None and node_ref() is not None and data_ref() is not None
         loss.backward()
-        assert h_ref() is None and node_ref() is None  # released by backward itself
+        assert node_ref() is None and data_ref() is None  # released by backward itself
         loss_node = weakref.ref(loss.grad_fn)
         del loss
         assert loss_node() is None
@@ -516,7 +541,8 @@ def test_float32_graph_stays_float32_through_python_scalars_and_backward():
     y = 1.5 - y + 2 ** x.clip(-1, 1) + x.sigmoid() * 0.3 + x.leaky_relu(0.2) + tl.maximum(x, 0.1)
     y = tl.where(x > 0, y, 0.5).abs().sqrt().exp().log().tanh()
     out = (y @ w).softmax().logsumexp() + (y @ w).mean() * 0.5 + (y @ w).max()
-    assert all(t.dtype == np.float32 for t in walk(out) if t.dtype != np.bool_)  # (where's condition is bool)
+    dtypes = [engine.shape_dtype(v)[1] for v in walk(out)]  # every vertex: op outputs and leaves
+    assert all(dt == np.float32 for dt in dtypes if dt != np.bool_)  # (where's condition is bool)
     out.backward()
     assert x.grad.dtype == np.float32 and w.grad.dtype == np.float32
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tinygrad_lstm import Tensor
+from tinygrad_lstm import Tensor, ops
 from tinygrad_lstm.tensor import walk
 
 
@@ -14,14 +14,14 @@ def test_grads_in_of_a_shared_weight_are_per_step_terms():
         h = (h @ W).tanh()
     loss = h.sum()
     loss.backward(retain_graph=True)
-    terms = [t._ctx.grads_in[1] for t in walk(loss) if t._ctx is not None and t._ctx.name == "MatMul"]
+    matmuls = [v for v in walk(loss) if isinstance(v, ops.Op) and v.name == "MatMul"]
+    terms = [v.grads_in[1] for v in matmuls]
     assert len(terms) == 4
     np.testing.assert_allclose(sum(terms), W.grad, rtol=1e-12)
     # Each term is its own array: recompute each step's term by hand from the node's saved input and grad.
-    for t in walk(loss):
-        if t._ctx is not None and t._ctx.name == "MatMul":
-            a, _ = t._ctx.saved
-            expected.append(a.T @ t._ctx.grad_out)
+    for v in matmuls:
+        a, _ = v.saved
+        expected.append(a.T @ v.grad_out)
     np.testing.assert_allclose(sorted(np.linalg.norm(e) for e in expected), sorted(np.linalg.norm(x) for x in terms))
     # and a second backward through the retained graph adds the same total again
     first = W.grad.copy()

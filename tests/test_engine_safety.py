@@ -358,7 +358,7 @@ def test_seed_gradient_takes_the_roots_dtype_and_grads_in_the_inputs_shapes():
     y.register_hook(lambda g: seen.append(g.dtype))
     y.backward(retain_graph=True)
     assert seen == [np.float32]
-    add = y.grad_fn.parents[0].grad_fn
+    add = y.grad_fn.parents[0]
     assert [g.shape for g in add.grads_in] == [(2, 3), (3,)]
 
 

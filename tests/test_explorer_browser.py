@@ -17,6 +17,8 @@ import pytest
 
 from tinygrad_lstm import Tensor, bptt, manual_seed, nn, viz
 from tinygrad_lstm.engine import walk
+from tinygrad_lstm.ops import Op
+from tinygrad_lstm.viz.graph import vshape
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 DRIVER = shutil.which("chromedriver")
@@ -151,14 +153,17 @@ def test_info_is_the_engines_gradient_norm(browser, page, shots):
     got = js(browser, "return window.graphExplorer.info(arguments[0])", ex.node_id(w))
     assert got["grad_norm"] == pytest.approx(float(np.linalg.norm(w.grad.astype(np.float64))), rel=1e-10)
     assert got["shape"] == "(16, 4)" and got["dtype"] == str(w.dtype) and got["op"] == "leaf"
-    h = next(t for t in walk(loss) if t._ctx is not None and t.name == "h" and "t=42" in t._ctx.scope)
+    vertices = list(walk(loss))  # op nodes and leaf tensors
+    h = next(v for v in vertices if isinstance(v, Op) and v.out_name == "h" and "t=42" in v.scope)
+    # h's value, as the next step's affine map saved it for its VJP
+    h_data = next(v.saved[0] for v in vertices if isinstance(v, Op) and v.name == "Linear" and v.parents[0] is h)
     for view in ("forward", "backward"):
         got = js(browser, "return window.graphExplorer.info(arguments[0])", ex.node_id(h, view))
-        assert got["grad_norm"] == pytest.approx(float(np.linalg.norm(h._ctx.grad_out.astype(np.float64))), rel=1e-10)
+        assert got["grad_norm"] == pytest.approx(float(np.linalg.norm(h.grad_out.astype(np.float64))), rel=1e-10)
         assert got["scope"] == "lstm/t=42/cell" and got["t"] == 42
-        assert got["inputs"] == [str(tuple(p.shape)) for p in h._ctx.parents] and got["shape"] == "(2, 4)"
-        assert got["min"] == pytest.approx(float(h.data.min()), rel=1e-5)
-        assert got["max"] == pytest.approx(float(h.data.max()), rel=1e-5)
+        assert got["inputs"] == [str(tuple(vshape(p))) for p in h.parents] and got["shape"] == "(2, 4)"
+        assert got["min"] == pytest.approx(float(h_data.min()), rel=1e-5)
+        assert got["max"] == pytest.approx(float(h_data.max()), rel=1e-5)
         # a state: its gradient norm through time, one point per step, equal to the engine's at each step
         series = got["series"]
         assert series["name"] == "h" and series["t"][0] == 0 and len(series["t"]) == 59
@@ -166,7 +171,7 @@ def test_info_is_the_engines_gradient_norm(browser, page, shots):
     js(browser, "return window.graphExplorer.expand('lstm/t=42')")
     browser.find_element("css selector", f'g.node[data-node="{ex.node_id(h)}"]').click()
     panel = browser.find_element("id", "info").text
-    assert "gradient norm" in panel and f"{np.linalg.norm(h._ctx.grad_out):.2e}" in panel
+    assert "gradient norm" in panel and f"{np.linalg.norm(h.grad_out):.2e}" in panel
     assert browser.find_elements("css selector", "#info svg.plot circle")
     browser.save_screenshot(str(shots / "explorer-info.png"))
 

@@ -5,6 +5,7 @@ import pytest
 
 import tinygrad_lstm.nn as nn
 from tinygrad_lstm import Tensor
+from tinygrad_lstm.ops import Op
 
 
 class Block(nn.Module):
@@ -41,12 +42,12 @@ def test_forward_runs_inside_attribute_scopes():
     m = Block()
     out, _ = m(Tensor(np.ones((5, 3))))
     scopes = set()
-    stack = [out]
+    stack = [out.grad_fn]
     while stack:
-        t = stack.pop()
-        if t.grad_fn is not None:
-            scopes.add(t.grad_fn.scope)
-            stack.extend(t.grad_fn.parents)
+        v = stack.pop()
+        if isinstance(v, Op):  # a node; its inputs are nodes or leaf tensors
+            scopes.add(v.scope)
+            stack.extend(v.parents)
     assert ("Block", "fc") in scopes and ("Block", "bn") in scopes and ("Block", "heads.0") in scopes
 
 

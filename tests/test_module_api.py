@@ -7,6 +7,7 @@ import pytest
 
 from tinygrad_lstm import Tensor, nn, no_grad
 from tinygrad_lstm.nn import functional as F
+from tinygrad_lstm.ops import Op
 
 
 def _torch():
@@ -112,7 +113,7 @@ def test_items_of_containers_run_in_their_full_scope():
 
     net = Net()
     out = net(Tensor(np.ones((2, 3), np.float32)))
-    scopes = {t._ctx.scope for t in walk(out) if t._ctx is not None}
+    scopes = {v.scope for v in walk(out) if isinstance(v, Op)}
     assert {("Net", "blocks.0"), ("Net", "blocks.1"), ("Net", "heads.norm"), ("Net", "heads.out")} <= scopes
 
 

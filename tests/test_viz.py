@@ -159,14 +159,14 @@ def test_nan_marks_exactly_the_downstream_backward_nodes():
     assert red == red_lines
     # expected: the VJPs of every op h_1 depends on (the hook's NaN reaches them all), and the leaves
     expected_ops = set()
-    stack, seen = [hs[1]], set()
+    stack, seen = [hs[1].grad_fn], set()
     while stack:
-        t = stack.pop()
-        if id(t) in seen or t._ctx is None:
+        v = stack.pop()
+        if id(v) in seen or isinstance(v, Tensor):  # a leaf
             continue
-        seen.add(id(t))
-        expected_ops.add(id(t._ctx))
-        stack.extend(t._ctx.parents)
+        seen.add(id(v))
+        expected_ops.add(id(v))
+        stack.extend(v.parents)
     n_vjp_red = sum(1 for k in red if labels[k].split("\\n")[0].endswith("Backward"))
     n_acc_red = sum(1 for k in red if "AccumulateGrad" in labels[k])
     assert n_vjp_red == len(expected_ops) and n_acc_red == 3

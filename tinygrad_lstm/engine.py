@@ -1,15 +1,19 @@
 """The engine: how a graph is recorded, and the one reverse-mode loop that replays it, side by side.
 
-``record`` makes an op a graph node: its inputs, which of them need a gradient, its scope, its creation number
-and the versions of the inputs whose arrays it saved. ``backward`` orders the graph iteratively (no recursion, so
-100,000 unrolled steps are fine) and walks it once in reverse, in micrograd's shape: pop a tensor's gradient, run
-its hooks, keep it at a leaf, call the VJP, add each input's gradient into that input's pending sum. For a
-weight shared by every time step that sum *is* backpropagation through time's sum over time.
+The graph is made of op nodes, as PyTorch's: ``record`` gives an op its inputs as *vertices* (the node that made
+each input, or the input itself when it is a leaf), which of them need a gradient, its scope, its creation
+number, its output's shape and dtype, and the versions of the inputs whose arrays it saved. A node does not hold
+the tensors an op read, only what its VJP saved: an intermediate that no backward needs is freed as soon as the
+program drops it, as in PyTorch. ``backward`` orders the vertices iteratively (no recursion, so 100,000 unrolled
+steps are fine) and walks them once in reverse, in micrograd's shape: pop a vertex's gradient, run its hooks,
+keep it at a leaf, call the VJP, add each input's gradient into that input's pending sum. For a weight shared by
+every time step that sum *is* backpropagation through time's sum over time.
 
-The engine knows Tensors by a small protocol, the attributes ``data``, ``requires_grad``, ``grad``, ``name``,
-``_ctx`` (the node that made it), ``_hooks``, ``_retain`` and ``_vc`` (its version counter, None for version 0);
-it imports neither the Tensor class, nor a layer, nor an optimizer. Grad mode, anomaly mode and the scope stack
-are per thread (as in PyTorch); the default dtype and the random stream are process-wide.
+The engine knows Tensors by a small protocol, the attributes ``data``, ``requires_grad``, ``grad``, ``_ctx``
+(the node that made it), ``_hooks`` (a leaf's; an intermediate's live on its node) and ``_vc`` (its version
+counter, None for version 0); it imports neither the Tensor class, nor a layer, nor an optimizer. Grad mode,
+anomaly mode and the scope stack are per thread (as in PyTorch); the default dtype and the random stream are
+process-wide.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import operator
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -215,10 +220,10 @@ class AnomalyError(RuntimeError):
     """Raised under ``detect_anomaly()`` when an op produces NaN or Inf."""
 
 
-def _check_finite(arr: np.ndarray, what: str, args: Sequence[Any], scope_: tuple | None = None) -> None:
+def _check_finite(arr: np.ndarray, what: str, shapes: Sequence[tuple], scope_: tuple | None = None) -> None:
     """Under detect_anomaly(): raise AnomalyError naming the op, its scope and its inputs' shapes."""
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        shapes = ", ".join(str(a.shape) for a in args)
+        shapes = ", ".join(map(str, shapes))
         where = "/".join(_modes.scope if scope_ is None else scope_) or "<top level>"
         bad = "NaN" if np.isnan(arr).any() else "Inf"
         raise AnomalyError(f"{what} produced {bad} (scope {where}, input shapes {shapes})")
@@ -227,12 +232,21 @@ def _check_finite(arr: np.ndarray, what: str, args: Sequence[Any], scope_: tuple
 # ------------------------------------------------------------------------------------------------ recording
 
 # Recorded ops are numbered as they are created. An op's inputs exist before it runs, so creation order is a
-# topological order: sorting the reachable tensors by it replaces a post-order walk (and is done in C).
+# topological order: sorting the reachable nodes by it replaces a post-order walk (and is done in C).
 _op_counter = itertools.count()
+# ``needs[i]`` says what input i is: NO (a tensor that needs no gradient), LEAF (a leaf tensor that does) or NODE
+# (an op's output: ``parents[i]`` is that op). A VJP reads it as a bool (skip inputs that need no gradient); the
+# engine reads which kind of vertex it sends a gradient to without testing types.
+NO, LEAF, NODE = 0, 1, 2
 # One shared ``needs`` tuple per pattern: a node should own as few objects as possible, as the garbage collector
 # walks every one of them, again and again, while a long unrolled graph is being built.
 _NEEDS: dict[tuple, tuple] = {}
-_TT, _TF, _FT, _T = (True, True), (True, False), (False, True), (True,)
+_PAIRS = [(i, j) for i in range(3) for j in range(3)]  # needs of a two-input op, at index 3 * kind_a + kind_b
+_ONE = [(0,), (1,), (2,)]
+
+
+def _kind(t: Any) -> int:
+    return NODE if t._ctx is not None else (LEAF if t.requires_grad else NO)
 
 
 def record(node: Op, args: tuple, out: np.ndarray) -> Op | None:
@@ -240,49 +254,63 @@ def record(node: Op, args: tuple, out: np.ndarray) -> Op | None:
     read needs a gradient or grad mode is off in this thread."""
     modes = _modes
     if modes.anomaly:
-        _check_finite(out, node.name, args)
+        _check_finite(out, node.name, [a.data.shape for a in args])
     if not modes.grad_enabled:
         return None
     # Nearly every op has one or two inputs: picking their ``needs`` from constants, and testing for version
     # counters without building lists, takes about 0.7 us off each recorded op (a small Mul: 3.4 -> 2.7 us, A/B).
     if len(args) == 2:
         a, b = args
-        ra, rb = a.requires_grad, b.requires_grad
-        if not (ra or rb):
+        ca, cb = a._ctx, b._ctx
+        ka = NODE if ca is not None else (LEAF if a.requires_grad else NO)
+        kb = NODE if cb is not None else (LEAF if b.requires_grad else NO)
+        if not (ka or kb):
             return None
-        node.needs = (_TT if rb else _TF) if ra else _FT
+        node.needs = _PAIRS[3 * ka + kb]
+        node.parents = (a if ca is None else ca, b if cb is None else cb)
         if node.saves and (a._vc is not None or b._vc is not None):
             node.versions = (0 if a._vc is None else a._vc[0], 0 if b._vc is None else b._vc[0])
     elif len(args) == 1:
-        if not args[0].requires_grad:
+        a = args[0]
+        ca = a._ctx
+        if ca is None and not a.requires_grad:
             return None
-        node.needs = _T
-        if node.saves and args[0]._vc is not None:
-            node.versions = (args[0]._vc[0],)
+        node.needs = _ONE[NODE if ca is not None else LEAF]
+        node.parents = (a if ca is None else ca,)
+        if node.saves and a._vc is not None:
+            node.versions = (a._vc[0],)
     else:
-        needs = tuple([a.requires_grad for a in args])
-        if True not in needs:
+        needs = tuple([_kind(a) for a in args])
+        if not any(needs):
             return None
         node.needs = _NEEDS.setdefault(needs, needs)
+        node.parents = tuple([a if a._ctx is None else a._ctx for a in args])
         if node.saves and any(a._vc is not None for a in args):
             node.versions = tuple([0 if a._vc is None else a._vc[0] for a in args])
-    node.parents = args
+    node.out_shape, node.out_dtype = out.shape, out.dtype
     node.scope = modes.scope
     node.seq = next(_op_counter)
     node.epoch = _writes[0]
     return node
 
 
-def _check_versions(node: Op, t: Any) -> None:
-    """Raise if an array this node saved was written in place after it was recorded (PyTorch's version check)."""
+def _check_versions(node: Op) -> None:
+    """Raise if an array this node saved was written in place after it was recorded (PyTorch's version check).
+
+    A leaf input's version is its own counter. An op's output can only be written through a detached alias,
+    and ``detach`` puts the counter it shares with the alias on the op (``out_version``): that is where an
+    intermediate input's version is read, so a node needs to hold no tensor to check it."""
     for i in node.saves:
         p = node.parents[i]
-        now = 0 if p._vc is None else p._vc[0]
+        vc = (p.out_version and p.out_version[0]) if isinstance(p, Op) else p._vc
+        now = 0 if vc is None else vc[0]
         then = node.versions[i] if node.versions else 0  # no versions recorded: every input was at version 0
         if now != then:
             raise RuntimeError(_modified(node, f"its input {i} ({_describe(p)})", then, now))
-    if node.out_version is not None and node.out_version[0][0] != node.out_version[1]:
-        raise RuntimeError(_modified(node, f"its output ({_describe(t)})", node.out_version[1], node.out_version[0][0]))
+    if node.saves_output and node.out_version is not None and node.out_version[0][0] != node.out_version[1]:
+        raise RuntimeError(
+            _modified(node, f"its output ({_describe(node)})", node.out_version[1], node.out_version[0][0])
+        )
 
 
 def _modified(node: Op, what: str, then: int, now: int) -> str:
@@ -294,8 +322,21 @@ def _modified(node: Op, what: str, then: int, now: int) -> str:
     )
 
 
-def _describe(t: Any) -> str:
-    return f"{t.name!r}, shape {t.data.shape}" if t.name else f"shape {t.data.shape}"
+def vertex(t: Any) -> Any:
+    """A tensor's vertex in the graph: the node that made it, or the tensor itself for a leaf."""
+    return t if t._ctx is None else t._ctx
+
+
+def shape_dtype(v: Any) -> tuple[tuple, np.dtype]:
+    """The shape and dtype of a vertex's value (a leaf's data, or a node's output)."""
+    return (v.out_shape, v.out_dtype) if isinstance(v, Op) else (v.data.shape, v.data.dtype)
+
+
+def _describe(v: Any) -> str:
+    """A tensor or vertex for an error message: its name if it has one, and its shape."""
+    if isinstance(v, Op):
+        return f"{v.out_name!r}, shape {v.out_shape}" if v.out_name else f"shape {v.out_shape}"
+    return f"{v.name!r}, shape {v.data.shape}" if v.name else f"shape {v.data.shape}"
 
 
 # ------------------------------------------------------------------------------------------------ replay
@@ -313,12 +354,16 @@ def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
 def _send(pending: dict, node: Op, grads: Sequence[Any], anomaly: bool) -> list:
     """Add each input's gradient into that input's pending sum; returns them as added (in the inputs' shapes)."""
     sent = []
-    for p, c in zip(node.parents, grads):
-        if c is None or not p.requires_grad:
+    for p, c, need in zip(node.parents, grads, node.needs):
+        if c is None or not need:
             sent.append(None)
             continue
-        if type(c) is not np.ndarray or c.shape != p.data.shape or c.dtype != p.data.dtype or anomaly:
-            c = _fit(c, p, node, anomaly)
+        if need is NODE:
+            shape, dtype = p.out_shape, p.out_dtype
+        else:
+            shape, dtype = p.data.shape, p.data.dtype
+        if type(c) is not np.ndarray or c.shape != shape or c.dtype != dtype or anomaly:
+            c = _fit(c, shape, dtype, node, anomaly)
         sent.append(c)
         k = id(p)
         prev = pending.get(k)
@@ -331,23 +376,22 @@ def _send(pending: dict, node: Op, grads: Sequence[Any], anomaly: bool) -> list:
     return sent
 
 
-def _fit(c: Any, p: Any, node: Op, anomaly: bool) -> Any:
-    """One VJP output, made the gradient of input ``p``: broadcast axes summed away (the one place that does
-    it), shape checked, cast to p's dtype. Contributions (``Outer``, ``SliceAdd``) come in p's shape already."""
+def _fit(c: Any, shape: tuple, dtype: np.dtype, node: Op, anomaly: bool) -> Any:
+    """One VJP output, made the gradient of an input of ``shape`` and ``dtype``: broadcast axes summed away (the
+    one place that does it), shape checked, cast. Contributions (``Outer``, ``SliceAdd``) come in shape already."""
     if type(c) is not np.ndarray:
         if isinstance(c, (Outer, SliceAdd)):
             return c
         c = np.asarray(c)  # a 0-d result is a numpy scalar
-    data = p.data
-    if c.shape != data.shape:
+    if c.shape != shape:
         with contextlib.suppress(ValueError):  # no broadcast maps it back: a bug in that op's VJP, named below
-            c = unbroadcast(c, data.shape)
-        if c.shape != data.shape:
-            raise RuntimeError(f"{node.backward_name}: gradient of shape {c.shape} for an input of shape {data.shape}")
-    if c.dtype != data.dtype:
-        c = c.astype(data.dtype)
+            c = unbroadcast(c, shape)
+        if c.shape != shape:
+            raise RuntimeError(f"{node.backward_name}: gradient of shape {c.shape} for an input of shape {shape}")
+    if c.dtype != dtype:
+        c = c.astype(dtype)
     if anomaly:
-        _check_finite(c, node.backward_name, node.parents, node.scope)
+        _check_finite(c, node.backward_name, [shape_dtype(p)[0] for p in node.parents], node.scope)
     return c
 
 
@@ -404,33 +448,41 @@ class _Grad:
         return self.dense, self.mine
 
 
-def _toposort(roots: Sequence[Any]) -> list[Any]:
-    """Tensors that need a gradient and lead to ``roots``, each after everything it depends on (no recursion)."""
-    order = list({id(r): r for r in roots}.values())
-    seen = {id(r) for r in order}
-    stack = list(order)
+def _toposort(roots: Sequence[Any]) -> tuple[list[Op], list[Any]]:
+    """The nodes that lead to ``roots``, in creation order (each after everything it depends on), and the leaf
+    tensors that need a gradient among their inputs (no recursion)."""
+    nodes, leaves = [], []
+    seen = set()
+    for r in roots:
+        v = vertex(r)
+        if id(v) not in seen:
+            seen.add(id(v))
+            (leaves if v is r else nodes).append(v)
+    stack = list(nodes)
     while stack:
-        t = stack.pop()
-        node = t._ctx
-        if node is None:
-            continue
+        node = stack.pop()
         if node.parents is None:
-            raise RuntimeError(_freed(t, roots))
-        for p in node.parents:
-            if p.requires_grad and id(p) not in seen:
+            raise RuntimeError(_freed(node, roots))
+        for p, need in zip(node.parents, node.needs):
+            if need and id(p) not in seen:
                 seen.add(id(p))
-                order.append(p)
-                stack.append(p)
-    order.sort(key=lambda t: -1 if t._ctx is None else t._ctx.seq)  # leaves first: reached last going back
-    return order
+                if need is NODE:
+                    nodes.append(p)
+                    stack.append(p)
+                else:
+                    leaves.append(p)
+    nodes.sort(key=_SEQ)
+    return nodes, leaves
 
 
-def _freed(t: Any, roots: Sequence[Any]) -> str:
+_SEQ = operator.attrgetter("seq")
+
+
+def _freed(node: Op, roots: Sequence[Any]) -> str:
     """The error for a path into a graph that an earlier backward released, with the fix that fits."""
-    node = t._ctx
     where = "/".join(node.scope) or "<top level>"
-    what = f"{node.name} in scope {where}, output {_describe(t)}"
-    if any(t is r for r in roots):
+    what = f"{node.name} in scope {where}, output {_describe(node)}"
+    if any(r._ctx is node for r in roots):
         return (
             f"backward: trying to backward through a graph a second time ({what}): the first backward freed its "
             "saved arrays; pass retain_graph=True to the first call if you need to walk it again"
@@ -443,9 +495,9 @@ def _freed(t: Any, roots: Sequence[Any]) -> str:
     )
 
 
-def _run_hooks(t: Any, g: np.ndarray) -> np.ndarray:
+def _run_hooks(v: Any, g: np.ndarray) -> np.ndarray:
     """Call each hook on the complete gradient; a returned array (or Tensor) of the same shape and dtype replaces it."""
-    for hook in list(t._hooks):
+    for hook in list(v._hooks):
         new = hook(g)
         if new is None:
             continue
@@ -454,7 +506,7 @@ def _run_hooks(t: Any, g: np.ndarray) -> np.ndarray:
             got = f"shape {arr.shape}, dtype {arr.dtype}" if isinstance(arr, np.ndarray) else type(new).__name__
             name = getattr(hook, "__qualname__", repr(hook))
             raise RuntimeError(
-                f"backward: hook {name} registered on the tensor {_describe(t)} returned {got}; "
+                f"backward: hook {name} registered on the tensor {_describe(v)} returned {got}; "
                 f"it must return None or an array of shape {g.shape} and dtype {g.dtype}"
             )
         g = arr
@@ -472,49 +524,67 @@ def _keep_grad(t: Any, g: np.ndarray, mine: bool) -> None:
 def backward(roots: Sequence[Any], seeds: Sequence[np.ndarray], retain_graph: bool = False) -> None:
     """The chain rule over the graph behind ``roots``: d(sum_i <seeds_i, roots_i>)/d(leaf) into every leaf's
     ``.grad`` (and every retained tensor's). The graph is released unless ``retain_graph``."""
-    order = _toposort(roots)
-    pending: dict[int, Any] = {}  # id(tensor) -> its gradient so far: one term as it came, or a _Grad
+    nodes, leaves = _toposort(roots)
+    pending: dict[int, Any] = {}  # id(vertex) -> its gradient so far: one term as it came, or a _Grad
     for r, s in zip(roots, seeds):
-        pending[id(r)] = _Grad(pending[id(r)], s) if id(r) in pending else s
+        k = id(vertex(r))
+        pending[k] = _Grad(pending[k], s) if k in pending else s
     memo: dict = {}  # stacked factors shared by several weights' sums (see ops._stack_rows)
     anomaly = _modes.anomaly
-    while order:
-        # Popping (not iterating) drops the list's reference: once its consumers have run, an intermediate
-        # tensor and its data are freed during the walk, so backward reuses that memory instead of growing.
-        t = order.pop()
-        g = pending.pop(id(t), None)
+    while nodes:  # newest first: every consumer of a node has sent its gradient before the node is reached
+        # Popping (not iterating) drops the list's reference: once its consumers have run, a node and the arrays
+        # it saved are freed during the walk, so backward reuses that memory instead of growing.
+        node = nodes.pop()
+        g = pending.pop(id(node), None)
         if g is None:
             continue
-        node = t._ctx
-        mine = False
         if type(g) is not np.ndarray:  # a sum of terms, or one contribution: evaluate (or pass on an Outer)
-            lazy_ok = node is not None and node.takes_lazy and not t._hooks and not t._retain
-            g, mine = (g if type(g) is _Grad else _Grad(g)).value(t.data.dtype, memo, lazy_ok)
-        if t._hooks:
-            g, mine = _run_hooks(t, g), False  # a hook may have kept the array: it is no longer ours alone
-        if node is None or t._retain:
-            _keep_grad(t, g, mine and node is None)
-        if node is None:
-            continue
+            lazy_ok = node.takes_lazy and not node._hooks and node.retained is None
+            g = (g if type(g) is _Grad else _Grad(g)).value(node.out_dtype, memo, lazy_ok)[0]
+        if node._hooks:
+            g = _run_hooks(node, g)
+        if node.retained is not None and (t := node.retained()) is not None:
+            _keep_grad(t, g, False)
         if node.epoch != _writes[0]:
-            _check_versions(node, t)
+            _check_versions(node)
         sent = _send(pending, node, node.backward(g), anomaly)
         if retain_graph:
             node.keep_grads(g, sent)
         else:
             node.release()  # frees the saved arrays and, with them, the graph
+    for leaf in leaves:  # and each leaf keeps the sum that reached it
+        g = pending.pop(id(leaf), None)
+        if g is None:
+            continue
+        mine = False
+        if type(g) is not np.ndarray:
+            g, mine = (g if type(g) is _Grad else _Grad(g)).value(leaf.data.dtype, memo, False)
+        if leaf._hooks:
+            g, mine = _run_hooks(leaf, g), False  # a hook may have kept the array: it is no longer ours alone
+        _keep_grad(leaf, g, mine)
 
 
 def walk(*roots: Any) -> Iterator[Any]:
-    """Every tensor reachable from ``roots`` through recorded ops, each once, depth-first with each op's inputs
-    in order (no recursion). A released graph (after backward) ends at the released nodes."""
+    """Every vertex reachable from the tensors ``roots`` (nodes, and leaf tensors), each once, depth-first with
+    each node's inputs in order (no recursion). A released graph (after backward) ends at the released nodes."""
     seen: set[int] = set()
-    stack = list(reversed(roots))
+    stack = [vertex(r) for r in reversed(roots)]
     while stack:
-        t = stack.pop()
-        if id(t) in seen:
+        v = stack.pop()
+        if id(v) in seen:
             continue
-        seen.add(id(t))
-        yield t
-        if t._ctx is not None and t._ctx.parents is not None:
-            stack.extend(reversed(t._ctx.parents))
+        seen.add(id(v))
+        yield v
+        if isinstance(v, Op) and v.parents is not None:
+            stack.extend(reversed(v.parents))
+
+
+def leaves(*roots: Any) -> list[Any]:
+    """The leaf tensors that require grad and that the graph of the tensors ``roots`` reads, in walk order."""
+    return [v for v in walk(*roots) if not isinstance(v, Op) and v.requires_grad]
+
+
+def retained(*roots: Any) -> list[Any]:
+    """The intermediate tensors in the graph of ``roots`` that called ``retain_grad()`` and still exist."""
+    refs = [v.retained for v in walk(*roots) if isinstance(v, Op) and v.retained is not None]
+    return [t for t in (r() for r in refs) if t is not None]

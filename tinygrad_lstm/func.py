@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import engine
-from .tensor import Tensor, backward, enable_grad, get_tangent, set_tangent, walk
+from .tensor import Tensor, backward, enable_grad, get_tangent, leaves, retained, set_tangent
 
 
 def _primals(primals: Any, fn_name: str) -> list[np.ndarray]:
@@ -113,7 +113,7 @@ def vjp(fn: Callable[..., Any], primals: Sequence[Any]) -> tuple[Any, Callable[.
         grads: list[Any] = [None] * len(xs)
         if roots:
             ids = {id(x) for x in xs}
-            others = [t for t in walk(*roots) if t.requires_grad and id(t) not in ids and (t.is_leaf or t._retain)]
+            others = [t for t in leaves(*roots) + retained(*roots) if id(t) not in ids]
             kept = [t.grad for t in others]  # put back afterwards: vjp_fn is a pure function of its cotangents
             for x in xs:
                 x.grad = None

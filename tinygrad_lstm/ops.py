@@ -15,7 +15,8 @@ A gradient is a value: an ndarray, or one of two typed contributions that the en
 - ``SliceAdd``: ``g`` placed at ``x[idx]``. T slices of one tensor (the steps of a sequence, an LSTM's gates)
   cost one buffer and T slice-adds, not T full-size arrays of zeros.
 
-``self.needs`` (one bool per input, set when the op is recorded) lets a VJP skip inputs that need no gradient.
+``self.needs`` (one flag per input, set when the op is recorded; false for an input that needs no gradient) lets a
+VJP skip those inputs.
 """
 
 from __future__ import annotations
@@ -211,21 +212,31 @@ def _no_ellipsis(idx, ndim: int):
 class Op:
     """Base class of a recorded op: the graph node the engine walks and the renderer reads.
 
-    Set when recorded: ``parents`` (the input Tensors; None once released), ``needs``, ``scope`` (the enclosing
-    scope names), ``seq`` (creation number, a topological order) and ``versions`` (the inputs' versions then).
-    After ``backward(retain_graph=True)``: ``grad_out`` (the gradient of the output) and ``grads_in`` (per input,
-    in its shape). A node does not point back to its output: every object a node holds is one more that the
-    garbage collector visits while a long unrolled graph is being built.
+    Set when recorded: ``parents`` (per input, its vertex: the node that made it, or the input tensor itself if
+    it is a leaf; None once released), ``needs`` (per input: ``engine.NO``, ``LEAF`` or ``NODE``), ``scope``
+    (the enclosing scope names), ``seq`` (creation number, a topological order), ``out_shape``, ``out_dtype``
+    and ``versions`` (the inputs' versions then). A node never holds the tensors an op read or made, only the
+    arrays its VJP saved: ``saved`` is the arrays of the inputs listed in ``saves``, in order, then the output
+    when ``saves_output`` (so the renderer can show a value wherever backward kept one, as torchviz's
+    show_saved). Set through the output tensor: ``out_name`` (its name), ``_hooks`` (``register_hook``) and
+    ``retained`` (a weak reference, ``retain_grad``). After ``backward(retain_graph=True)``: ``grad_out`` (the
+    gradient of the output) and ``grads_in`` (per input, in its shape).
     """
 
-    saves: tuple = ()  # the inputs whose arrays ``saved`` holds: writing one in place invalidates the VJP
-    saves_output = False  # True if ``saved`` holds the output: writing it in place (through a detached alias)
+    saves: tuple = ()  # the inputs whose arrays ``saved`` holds (a prefix): writing one in place invalidates the VJP
+    saves_output = False  # True if ``saved`` ends with the output: writing it in place (through a detached alias)
     # invalidates the VJP
     takes_lazy = False  # True if backward accepts an unevaluated ``Outer`` gradient (a 2-D transpose)
     takes_basis = False  # True if jvp accepts a ``Basis`` tangent (else the engine hands it a dense array)
     saved: tuple = ()
     needs: tuple = ()
-    out_version = None  # (counter, value) once the output's data is shared by a detached tensor
+    parents: tuple | None = ()
+    out_shape: tuple = ()
+    out_dtype = None
+    out_name: str | None = None
+    retained = None  # weakref to the output tensor once it called retain_grad()
+    _hooks: list | None = None
+    out_version = None  # (counter, value at the first detach) once a detached tensor shares the output's data
     versions: tuple = ()
     epoch = 0
     _grad_out = None
@@ -256,7 +267,8 @@ class Op:
         """After ``backward(retain_graph=True)``: the gradient sent to each input, as arrays in its shape."""
         if self._grads_in is None or self.parents is None:
             return None
-        return tuple(dense(c, p.data.dtype) for c, p in zip(self._grads_in, self.parents))
+        dtypes = [p.out_dtype if isinstance(p, Op) else p.data.dtype for p in self.parents]
+        return tuple(dense(c, dt) for c, dt in zip(self._grads_in, dtypes))
 
     def keep_grads(self, g: Array, grads_in: list) -> None:
         """Keep this node's gradients for drawing and a later backward (``retain_graph=True``)."""

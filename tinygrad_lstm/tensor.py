@@ -25,8 +25,10 @@ from .engine import (  # noqa: F401 - re-exported: the public names live here to
     get_default_dtype,
     get_rng,
     is_grad_enabled,
+    leaves,
     manual_seed,
     no_grad,
+    retained,
     scope,
     set_default_dtype,
     unbroadcast,
@@ -86,12 +88,11 @@ class Tensor:
         "_ctx",
         "_cut",
         "_hooks",
-        "_retain",
+        "_name",
         "_tan",
         "_vc",
         "data",
         "grad",
-        "name",
         "requires_grad",
     )
     __array_ufunc__ = None  # ndarray + Tensor defers to Tensor.__radd__ instead of looping elementwise
@@ -110,9 +111,8 @@ class Tensor:
         self._ctx = ctx
         self.requires_grad = ctx is not None
         self.grad: np.ndarray | None = None
-        self.name: str | None = None
-        self._retain = False
-        self._hooks: list | None = None
+        self._name: str | None = None
+        self._hooks: list | None = None  # a leaf's hooks (an intermediate's are kept on its node)
         self._cut: weakref.ref | None = None
         self._vc: list | None = None  # the version counter, shared with detached aliases; None means version 0
         self._tan: tuple | None = None  # forward mode: (level, tangent); see engine.DualLevel
@@ -147,6 +147,18 @@ class Tensor:
     def dtype(self) -> np.dtype:
         """The numpy dtype of the data."""
         return self.data.dtype
+
+    @property
+    def name(self) -> str | None:
+        """A label for drawings and messages (a Parameter's dotted name, a gate's ``i``...); None by default."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        # An intermediate's name is kept on its node too: the graph draws it after the tensor itself is gone.
+        self._name = value
+        if self._ctx is not None:
+            self._ctx.out_name = value
 
     @property
     def is_leaf(self) -> bool:
@@ -231,8 +243,10 @@ class Tensor:
         t.name, t._vc = self.name, self._vc
         if self.requires_grad:
             t._cut = weakref.ref(self)
-        if self._ctx is not None and self._ctx.saves_output:
-            self._ctx.out_version = (self._vc, self._vc[0])  # writing through the alias would corrupt its VJP
+        if self._ctx is not None and self._ctx.out_version is None:
+            # The alias can write this output's data: its op (if it saved it) and every op that saved it as an
+            # input read the shared counter from here, and the value now is what they saw.
+            self._ctx.out_version = (self._vc, self._vc[0])
         return t
 
     def clone(self) -> Tensor:
@@ -252,7 +266,14 @@ class Tensor:
         """Keep ``.grad`` on this intermediate tensor after backward (leaves keep it anyway)."""
         if not self.requires_grad:
             raise RuntimeError("retain_grad: this tensor does not require grad")
-        self._retain = True
+        if self._ctx is not None:
+            self._ctx.retained = weakref.ref(self)  # weak: the graph must not keep the tensor's data alive
+
+    @property
+    def retains_grad(self) -> bool:
+        """True for an intermediate tensor on which ``retain_grad()`` was called."""
+        ref = None if self._ctx is None else self._ctx.retained
+        return ref is not None and ref() is self
 
     def register_hook(self, fn: Callable[[np.ndarray], Any]) -> RemovableHandle:
         """Call ``fn(grad)`` with this tensor's complete gradient (an ndarray) during backward; an ndarray or
@@ -261,10 +282,11 @@ class Tensor:
             raise RuntimeError("register_hook: this tensor does not require grad")
         if not callable(fn):
             raise TypeError(f"register_hook: expected a callable, got {type(fn).__name__}")
-        if self._hooks is None:
-            self._hooks = []
-        self._hooks.append(fn)
-        return RemovableHandle(self._hooks, fn)
+        holder = self if self._ctx is None else self._ctx  # an intermediate's hooks live on its node
+        if holder._hooks is None:
+            holder._hooks = []
+        holder._hooks.append(fn)
+        return RemovableHandle(holder._hooks, fn)
 
     def astype(self, dtype: Any) -> Tensor:
         """Cast to ``dtype``; the gradient is cast back."""
@@ -866,7 +888,7 @@ def _tangent_out(fn: ops.Op, args: Sequence[Tensor], out: Tensor, level: engine.
     if tan.dtype != out.data.dtype:
         tan = tan.astype(out.data.dtype)
     if _modes.anomaly:
-        engine._check_finite(tan, fn.name + ".jvp", args)
+        engine._check_finite(tan, fn.name + ".jvp", [a.data.shape for a in args])
     out._tan = (level, tan)
 
 

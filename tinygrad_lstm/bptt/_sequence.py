@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import walk
+from ..engine import leaves
 from ..nn.module import Parameter
 from ..tensor import Tensor, get_rng
 
@@ -112,7 +112,7 @@ def chunked_loss(
 
 def parameters_in(*roots: Tensor) -> list[Tensor]:
     """The Parameters (leaves that require grad) the graph of ``roots`` reads, in a stable order."""
-    return [t for t in walk(*roots) if t._ctx is None and t.requires_grad and isinstance(t, Parameter)]
+    return [t for t in leaves(*roots) if isinstance(t, Parameter)]
 
 
 @contextmanager

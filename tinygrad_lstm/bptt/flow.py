@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import walk
+from ..engine import leaves as tensor_leaves
+from ..engine import retained as retained_tensors
 from ..tensor import Tensor, backward
 from ._sequence import SeqData
 from .recording import NotRecordedError, _quiet, record
@@ -80,9 +81,9 @@ def flow_matrix(
         idx = seq.index(t)
         loss = seq.loss(loss_fn, out[idx], seq.Y[idx], f"step {t}")
         losses.append(loss)
-    leaves = [t for t in walk(*[x for x in losses if x.requires_grad]) if t._ctx is None and t.requires_grad]
+    leaves = tensor_leaves(*[x for x in losses if x.requires_grad])
     saved = [(t, t.grad) for t in leaves]
-    retained = [x for x in walk(*[x for x in losses if x.requires_grad]) if x._ctx is not None and x._retain]
+    retained = retained_tensors(*[x for x in losses if x.requires_grad])
     M = np.zeros((seq.T, seq.T))
     try:
         last = max((t for t, x in enumerate(losses) if x.requires_grad), default=-1)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .. import engine, ops
-from ..tensor import Tensor, backward, enable_grad, get_tangent, no_grad, set_tangent, walk
+from ..tensor import Tensor, backward, enable_grad, get_tangent, leaves, no_grad, set_tangent
 from .jacobians import _parameters, _prepare, _state_parts
 from .recording import _quiet
 
@@ -546,4 +546,4 @@ def _readout(cell: Callable, xs: Any, ys: Any, loss_fn: LossFn, state: Any, fn: 
         loss = loss_fn(h, Tensor(y) if isinstance(y, np.ndarray) else y)
     if not isinstance(loss, Tensor):
         return []
-    return [v for v in walk(loss) if v.is_leaf and v.requires_grad and v is not h]
+    return [v for v in leaves(loss) if v is not h]

@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import vertex
 from ..io import atomic_path
+from ..ops import Op
 from ..tensor import Tensor
 from . import graph as _graph
 
@@ -115,22 +117,24 @@ class Explorer:
         strings = _Table()
         scopes = _Table()
         scopes("")
-        tensors = self._tensors
-        tindex = {id(t): i for i, t in enumerate(tensors)}
+        tensors = self._tensors  # the graph's vertices: op nodes and leaf tensors, in creation order
+        tindex = {id(v): i for i, v in enumerate(tensors)}
+        vals = _graph.values(tensors, roots)  # where the graph kept a value (no backward needs the others)
         tcols: dict[str, list] = {k: [] for k in ("name", "op", "shape", "dtype", "min", "mean", "max", "grad", "seq")}
-        for t in tensors:
-            ctx = t._ctx
-            lo, mean, hi = _stats(t.data)
-            g = _graph.norm(ctx.grad_out if ctx is not None else (t.grad if t.requires_grad else None))
-            tcols["name"].append(strings(t.name or ""))
-            tcols["op"].append(strings(ctx.name if ctx is not None else "leaf"))
-            tcols["shape"].append(strings(_graph.shape_text(t.shape)))
-            tcols["dtype"].append(strings(str(t.dtype)))
+        for v in tensors:
+            leaf = _graph.is_leaf(v)
+            value = vals.get(id(v))
+            lo, mean, hi = (None, None, None) if value is None else _stats(value)
+            g = _graph.norm((v.grad if v.requires_grad else None) if leaf else v.grad_out)
+            tcols["name"].append(strings(_graph.vname(v) or ""))
+            tcols["op"].append(strings("leaf" if leaf else v.name))
+            tcols["shape"].append(strings(_graph.shape_text(_graph.vshape(v))))
+            tcols["dtype"].append(strings(str(v.dtype if leaf else v.out_dtype)))
             tcols["min"].append(lo)
             tcols["mean"].append(mean)
             tcols["max"].append(hi)
             tcols["grad"].append(_num(g))
-            tcols["seq"].append(ctx.seq if ctx is not None else -1)
+            tcols["seq"].append(-1 if leaf else v.seq)
 
         # The two views' edges carry the same gradient arrays (an op's grads_in): take each norm once.
         norms: dict[int, Any] = {}
@@ -191,18 +195,18 @@ class Explorer:
         and c), so each forms one series: its gradient norm at every step, for the info panel's plot.
         """
         step_of: dict[int, tuple] = {}
-        for t in self._tensors:
-            if t._ctx is not None:
-                s = _graph.step_of(tuple(t._ctx.scope))
-                if s is not None:
-                    step_of[id(t)] = (tuple(t._ctx.scope[: s[0]]), s[1])
-        crossing: dict[tuple, dict[int, list[Tensor]]] = {}
+        nodes = [v for v in self._tensors if not _graph.is_leaf(v)]
+        for v in nodes:
+            s = _graph.step_of(tuple(v.scope))
+            if s is not None:
+                step_of[id(v)] = (tuple(v.scope[: s[0]]), s[1])
+        crossing: dict[tuple, dict[int, list]] = {}
         seen: set[int] = set()
-        for t in self._tensors:
-            if t._ctx is None or id(t) not in step_of:
+        for v in nodes:
+            if id(v) not in step_of:
                 continue
-            prefix, k = step_of[id(t)]
-            for p in t._ctx.parents:
+            prefix, k = step_of[id(v)]
+            for p in v.parents:
                 sp = step_of.get(id(p))
                 if sp is not None and sp[0] == prefix and sp[1] < k and id(p) not in seen:
                     seen.add(id(p))
@@ -211,11 +215,11 @@ class Explorer:
         for prefix, per_step in crossing.items():
             slots: dict[int, list] = {}
             for k in sorted(per_step):
-                for i, p in enumerate(sorted(per_step[k], key=lambda x: x._ctx.seq)):
+                for i, p in enumerate(sorted(per_step[k], key=lambda x: x.seq)):
                     slots.setdefault(i, []).append((k, p))
             for i, items in slots.items():
                 first = items[0][1]
-                name = first.name or f"{first._ctx.name} #{i}"
+                name = first.out_name or f"{first.name} #{i}"
                 series.append(
                     {
                         "name": name,
@@ -249,13 +253,15 @@ class Explorer:
         return out
 
     # -- public
-    def node_id(self, tensor: Tensor, view: str = "forward") -> str:
-        """The page's id (``data-node``) of the node standing for ``tensor`` in ``view``."""
+    def node_id(self, tensor: Any, view: str = "forward") -> str:
+        """The page's id (``data-node``) of the node standing for ``tensor`` (or a graph node) in ``view``."""
         if view not in ("forward", "backward"):
             raise ValueError(f"Explorer.node_id: view must be 'forward' or 'backward', got {view!r}")
-        key = self._ids.get((view, id(tensor)))
+        v = vertex(tensor) if isinstance(tensor, Tensor) else tensor
+        key = self._ids.get((view, id(v)))
         if key is None:
-            raise KeyError(f"Explorer.node_id: tensor of shape {tuple(tensor.shape)} is not drawn in the {view} view")
+            shape = _graph.vshape(v) if isinstance(v, (Tensor, Op)) else "?"
+            raise KeyError(f"Explorer.node_id: tensor of shape {tuple(shape)} is not drawn in the {view} view")
         return key
 
     @property

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import vertex
 from ..tensor import Tensor, get_default_dtype, walk
 
 STEP = re.compile(r"^t=(-?\d+)$")
@@ -36,7 +37,7 @@ class Node:
     grad: float | None = None  # norm of the gradient of the tensor it stands for
     root: bool = False
     order: int = 0  # minus the longest distance to an output: smallest = farthest from the loss
-    tkey: int | None = None  # id() of the tensor whose gradient ``grad`` is (full graph only)
+    tkey: int | None = None  # id() of the vertex (node or leaf) whose gradient ``grad`` is (full graph only)
     shape: str = ""
     members: list = field(default_factory=list)  # full-graph nodes a group or ellipsis stands for
 
@@ -47,7 +48,7 @@ class Edge:
 
     src: str
     dst: str
-    tkey: int  # the tensor travelling along it (forward) or whose gradient does (backward)
+    tkey: int  # id() of the vertex whose value travels along it (forward) or whose gradient does (backward)
     shape: str
     grad: float | None = None  # its gradient's norm (drawn graph)
     raw: Any = None  # the gradient array itself (full graph; its norm is taken only if drawn)
@@ -136,9 +137,30 @@ def step_of(scope: tuple) -> tuple[int, int] | None:
     return None
 
 
-def is_const(t: Tensor) -> bool:
+def is_leaf(v: Any) -> bool:
+    """True for a leaf tensor; the graph's other vertices are op nodes."""
+    return isinstance(v, Tensor)
+
+
+def vshape(v: Any) -> tuple:
+    """A vertex's shape: a leaf's, or its node's output's."""
+    return v.shape if isinstance(v, Tensor) else v.out_shape
+
+
+def vname(v: Any) -> str | None:
+    """A vertex's name: a leaf's, or the name its output tensor was given."""
+    return v.name if isinstance(v, Tensor) else v.out_name
+
+
+def is_const(t: Any) -> bool:
     """A Python number lifted into a one-element tensor: folded into its op's label, not drawn as a node."""
-    return t._ctx is None and not t.requires_grad and t.data.size == 1 and t.name is None and t.detached_from is None
+    return (
+        isinstance(t, Tensor)
+        and not t.requires_grad
+        and t.data.size == 1
+        and t.name is None
+        and t.detached_from is None
+    )
 
 
 def leaf_label(t: Tensor) -> str:
@@ -148,99 +170,132 @@ def leaf_label(t: Tensor) -> str:
     return "input (requires_grad)" if t.requires_grad else "input"
 
 
-def tensor_lines(t: Tensor, show_values: bool) -> list[str]:
-    """Shape (and dtype when not the default), and a value summary when asked."""
-    lines = [shape_text(t.shape)]
-    if t.dtype != get_default_dtype():
-        lines[0] += " " + str(t.dtype)
+def tensor_lines(v: Any, value: np.ndarray | None, show_values: bool) -> list[str]:
+    """Shape (and dtype when not the default), and a value summary when asked (where the graph kept the value)."""
+    lines = [shape_text(vshape(v))]
+    dtype = v.dtype if isinstance(v, Tensor) else v.out_dtype
+    if dtype != get_default_dtype():
+        lines[0] += " " + str(dtype)
     if show_values:
-        lines.append(summary(t.data))
+        lines.append("value not kept" if value is None else summary(value))
     return lines
 
 
 # ------------------------------------------------------------------------------------------------ reading the engine
 
 
-def reachable(roots: tuple, who: str = "to_dot") -> list[Tensor]:
-    """Every tensor reachable from the roots in creation order (leaves first), refusing a released graph.
+def reachable(roots: tuple, who: str = "to_dot") -> list[Any]:
+    """Every vertex reachable from the roots (op nodes and leaf tensors) in creation order, leaves first,
+    refusing a released graph.
 
-    The order is the engine's own: op outputs by their node's ``seq`` (a topological order), leaves before
-    everything. No second topological sort is needed anywhere in the renderer.
+    The order is the engine's own: nodes by their ``seq`` (a topological order), leaves before everything. No
+    second topological sort is needed anywhere in the renderer.
     """
-    tensors = list(walk(*roots))
-    for t in tensors:
-        ctx = t._ctx
-        if ctx is not None and ctx.parents is None:
+    vertices = list(walk(*roots))
+    for v in vertices:
+        if not is_leaf(v) and v.parents is None:
             raise RuntimeError(
-                f"{who}: graph was released by backward() (node {ctx.name} in scope "
-                f"{'/'.join(ctx.scope) or '<top level>'} has no inputs any more); "
+                f"{who}: graph was released by backward() (node {v.name} in scope "
+                f"{'/'.join(v.scope) or '<top level>'} has no inputs any more); "
                 "pass retain_graph=True to backward() to draw it afterwards"
             )
     # A stable sort keeps walk's order among leaves.
-    tensors.sort(key=lambda t: -1 if t._ctx is None else t._ctx.seq)
-    return tensors
+    vertices.sort(key=lambda v: -1 if is_leaf(v) else v.seq)
+    return vertices
 
 
-def heights(tensors: list[Tensor]) -> dict[int, int]:
-    """Each tensor's longest distance to an output, from the creation order: the layout puts far uses first.
+def values(vertices: list[Any], roots: tuple) -> dict[int, np.ndarray]:
+    """id(vertex) -> its value, where the graph has it: a leaf's data, a root's, an output a node saved for its
+    VJP, or an input that a consumer saved (``Op.saved`` lists the ``saves`` inputs, then the output). Values
+    no backward needs are not kept by the graph (as in PyTorch), so they are not here."""
+    out: dict[int, np.ndarray] = {}
+    for v in vertices:
+        if is_leaf(v):
+            out[id(v)] = v.data
+            continue
+        saved = v.saved or ()
+        for k, p in enumerate(v.parents[: len(v.saves)]):
+            if k < len(saved) and not is_leaf(p):
+                out.setdefault(id(p), np.reshape(saved[k], p.out_shape))
+        if v.saves_output and saved:
+            out.setdefault(id(v), np.reshape(saved[-1], v.out_shape))
+    for r in roots:
+        out[id(vertex(r))] = r.data
+    return out
 
-    Going through the ops from the newest to the oldest, every consumer is final before its inputs are reached.
+
+def heights(vertices: list[Any]) -> dict[int, int]:
+    """Each vertex's longest distance to an output, from the creation order: the layout puts far uses first.
+
+    Going through the nodes from the newest to the oldest, every consumer is final before its inputs are reached.
     """
     height: dict[int, int] = {}
-    for t in reversed(tensors):
-        if t._ctx is None:
+    for v in reversed(vertices):
+        if is_leaf(v):
             continue
-        h = height.setdefault(id(t), 0) + 1
-        for p in t._ctx.parents:
+        h = height.setdefault(id(v), 0) + 1
+        for p in v.parents:
             if height.get(id(p), 0) < h:
                 height[id(p)] = h
     return height
 
 
-def build(roots: tuple, view: str, show_values: bool, tensors: list[Tensor] | None = None) -> Graph:
+def build(roots: tuple, view: str, show_values: bool, vertices: list[Any] | None = None) -> Graph:
     """The full graph (nothing shortened) of one view, nodes in creation order."""
-    if tensors is None:
-        tensors = reachable(roots)
+    if vertices is None:
+        vertices = reachable(roots)
     nodes: dict[str, Node] = {}
     edges: list[Edge] = []
-    present = {id(t) for t in tensors}
-    root_ids = {id(r) for r in roots}
-    height = heights(tensors)
+    present = {id(v) for v in vertices}
+    root_ids = {id(vertex(r)) for r in roots}
+    height = heights(vertices)
+    vals = values(vertices, roots) if show_values else {}
 
     def add(node: Node) -> None:
         node.order = -height.get(node.tkey, 0) if node.tkey is not None else 0
         nodes[node.id] = node
 
+    def lines_of(v: Any) -> list[str]:
+        return tensor_lines(v, vals.get(id(v)), show_values)
+
+    def detached() -> list[tuple[Tensor, Any]]:
+        """(detached leaf, the vertex it was cut from) for each cut whose source is in this graph."""
+        out = []
+        for v in vertices:
+            src = v.detached_from if is_leaf(v) else None
+            if src is not None and id(vertex(src)) in present:
+                out.append((v, vertex(src)))
+        return out
+
     if view == "forward":
 
-        def node_of(t: Tensor) -> str:
-            return f"op{t._ctx.seq}" if t._ctx is not None else f"leaf{id(t)}"
+        def node_of(v: Any) -> str:
+            return f"leaf{id(v)}" if is_leaf(v) else f"op{v.seq}"
 
-        for t in tensors:
-            ctx = t._ctx
-            if ctx is None:
-                if is_const(t) and id(t) not in root_ids:
+        for v in vertices:
+            if is_leaf(v):
+                if is_const(v) and id(v) not in root_ids:
                     continue
-                lines = [leaf_label(t), *tensor_lines(t, show_values)]
-                grad = norm(t.grad) if t.requires_grad else None
-                add(Node(node_of(t), "leaf", (), lines, grad, id(t) in root_ids, tkey=id(t), shape=shape_text(t.shape)))
+                grad = norm(v.grad) if v.requires_grad else None
+                lines = [leaf_label(v), *lines_of(v)]
+                add(Node(node_of(v), "leaf", (), lines, grad, id(v) in root_ids, tkey=id(v), shape=shape_text(v.shape)))
                 continue
-            lines = [ctx.name + (f" '{t.name}'" if t.name else ""), *tensor_lines(t, show_values)]
-            consts = [f"{p.data.item():.4g}" for p in ctx.parents if is_const(p)]
+            name = v.out_name
+            lines = [v.name + (f" '{name}'" if name else ""), *lines_of(v)]
+            consts = [f"{p.data.item():.4g}" for p in v.parents if is_const(p)]
             if consts:
                 lines.insert(1, "with " + ", ".join(consts))
-            node = Node(node_of(t), "op", tuple(ctx.scope), lines, norm(ctx.grad_out), id(t) in root_ids)
-            node.tkey, node.shape = id(t), shape_text(t.shape)
+            node = Node(node_of(v), "op", tuple(v.scope), lines, norm(v.grad_out), id(v) in root_ids)
+            node.tkey, node.shape = id(v), shape_text(v.out_shape)
             add(node)
-            gin = ctx.grads_in
-            for i, p in enumerate(ctx.parents):
+            gin = v.grads_in
+            for i, p in enumerate(v.parents):
                 if is_const(p):
                     continue
                 g = gin[i] if gin is not None and i < len(gin) else None
-                edges.append(Edge(node_of(p), node_of(t), id(p), shape_text(p.shape), raw=g))
-        for t in tensors:
-            src = t.detached_from if t._ctx is None else None
-            if src is not None and id(src) in present and node_of(t) in nodes:
+                edges.append(Edge(node_of(p), node_of(v), id(p), shape_text(vshape(p)), raw=g))
+        for t, src in detached():
+            if node_of(t) in nodes:
                 edges.append(
                     Edge(node_of(src), node_of(t), id(src), shape_text(t.shape), style="dashed", label="detach")
                 )
@@ -248,58 +303,55 @@ def build(roots: tuple, view: str, show_values: bool, tensors: list[Tensor] | No
 
     # ---- backward view: one node per VJP, edges along the gradient's direction
     uses: dict[int, int] = {}
-    for t in tensors:
-        if t._ctx is not None:
-            for p in t._ctx.parents:
-                if p.requires_grad:
+    for v in vertices:
+        if not is_leaf(v):
+            for p, need in zip(v.parents, v.needs):
+                if need:
                     uses[id(p)] = uses.get(id(p), 0) + 1
 
-    def target(p: Tensor) -> str:
-        if p._ctx is None:
+    def target(p: Any) -> str:
+        if is_leaf(p):
             return f"acc{id(p)}"
-        return f"sum{p._ctx.seq}" if uses.get(id(p), 0) > 1 else f"vjp{p._ctx.seq}"
+        return f"sum{p.seq}" if uses.get(id(p), 0) > 1 else f"vjp{p.seq}"
 
-    for t in tensors:
-        ctx = t._ctx
-        if ctx is None:
-            if t.requires_grad:
-                lines = [leaf_label(t), "AccumulateGrad", *tensor_lines(t, show_values)]
-                k = uses.get(id(t), 0)
+    for v in vertices:
+        if is_leaf(v):
+            if v.requires_grad:
+                lines = [leaf_label(v), "AccumulateGrad", *lines_of(v)]
+                k = uses.get(id(v), 0)
                 if k > 1:
                     lines.insert(2, f"+= ({k} terms)")
-                add(Node(f"acc{id(t)}", "acc", (), lines, norm(t.grad), tkey=id(t), shape=shape_text(t.shape)))
+                add(Node(f"acc{id(v)}", "acc", (), lines, norm(v.grad), tkey=id(v), shape=shape_text(v.shape)))
             continue
-        lines = [ctx.backward_name + (f" '{t.name}'" if t.name else ""), *tensor_lines(t, show_values)]
-        grad = norm(ctx.grad_out)
-        add(Node(f"vjp{ctx.seq}", "vjp", tuple(ctx.scope), lines, grad, tkey=id(t), shape=shape_text(t.shape)))
-        k = uses.get(id(t), 0)
+        name = v.out_name
+        shape = shape_text(v.out_shape)
+        lines = [v.backward_name + (f" '{name}'" if name else ""), *lines_of(v)]
+        grad = norm(v.grad_out)
+        add(Node(f"vjp{v.seq}", "vjp", tuple(v.scope), lines, grad, tkey=id(v), shape=shape))
+        k = uses.get(id(v), 0)
         if k > 1:
-            sid = f"sum{ctx.seq}"
-            add(Node(sid, "sum", tuple(ctx.scope), [f"+= ({k} terms)"], grad, tkey=id(t), shape=shape_text(t.shape)))
-            edges.append(Edge(sid, f"vjp{ctx.seq}", id(t), shape_text(t.shape), raw=ctx.grad_out))
-        gin = ctx.grads_in
-        for i, p in enumerate(ctx.parents):
-            if not p.requires_grad:
+            sid = f"sum{v.seq}"
+            add(Node(sid, "sum", tuple(v.scope), [f"+= ({k} terms)"], grad, tkey=id(v), shape=shape))
+            edges.append(Edge(sid, f"vjp{v.seq}", id(v), shape, raw=v.grad_out))
+        gin = v.grads_in
+        for i, (p, need) in enumerate(zip(v.parents, v.needs)):
+            if not need:
                 continue
             g = gin[i] if gin is not None and i < len(gin) else None
-            edges.append(Edge(f"vjp{ctx.seq}", target(p), id(p), shape_text(p.shape), raw=g))
+            edges.append(Edge(f"vjp{v.seq}", target(p), id(p), shape_text(vshape(p)), raw=g))
     for r in roots:
         if not r.requires_grad:
             continue
         lines = [f"{r.name or 'output'}.backward()", f"seed {shape_text(r.shape)}"]
         add(Node(f"seed{id(r)}", "seed", (), lines, None, True, shape=shape_text(r.shape)))
-        edges.append(
-            Edge(f"seed{id(r)}", target(r), id(r), shape_text(r.shape), raw=r.grad if r._ctx is None else None)
-        )
-    for t in tensors:
-        src = t.detached_from if t._ctx is None else None
-        if src is not None and id(src) in present:
-            nid = f"det{id(t)}"
-            add(Node(nid, "detached", (), [f"{leaf_label(t)} (detached)", shape_text(t.shape)]))
-            if src.requires_grad:
-                edges.append(
-                    Edge(nid, target(src), id(src), shape_text(t.shape), style="dashed", label="detach: no gradient")
-                )
+        raw = r.grad if r._ctx is None else None
+        edges.append(Edge(f"seed{id(r)}", target(vertex(r)), id(vertex(r)), shape_text(r.shape), raw=raw))
+    for t, src in detached():
+        nid = f"det{id(t)}"
+        add(Node(nid, "detached", (), [f"{leaf_label(t)} (detached)", shape_text(t.shape)]))
+        if is_leaf(src) and not src.requires_grad:
+            continue
+        edges.append(Edge(nid, target(src), id(src), shape_text(t.shape), style="dashed", label="detach: no gradient"))
     return Graph(view, nodes, edges, len(nodes))
 
 
