@@ -216,6 +216,29 @@ def test_writing_through_a_detached_alias_is_caught():
         y.backward()
 
 
+def test_an_intermediate_saved_by_its_consumer_is_checked_through_the_detaching_op():
+    """A node holds no tensors: an intermediate's version is the counter that ``detach`` shares with the alias,
+    kept on the op that made it, and a consumer that saved the intermediate reads it from there."""
+    w = _leaf([0.5, -0.5])
+    for detach_first in (True, False):
+        a = w + 1.0  # Add saves nothing
+        alias = a.detach() if detach_first else None
+        y = (a * w).sum()  # Mul saves a
+        if alias is None:
+            alias = a.detach()
+        del a
+        alias += 1.0
+        with pytest.raises(RuntimeError, match=r"MulBackward.*its input 0.*version 0 when recorded, 1 now"):
+            y.backward()
+    # A second detach does not forget a write made through the first alias.
+    h = w.tanh()
+    first = h.detach()
+    first.zero_()
+    h.detach()
+    with pytest.raises(RuntimeError, match=r"TanhBackward.*its output"):
+        h.sum().backward()
+
+
 def test_version_bumps_for_init_and_load_state_dict():
     lin = nn.Linear(2, 2)
     before = lin.weight._version

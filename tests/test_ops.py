@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tinygrad_lstm as tl
-from tinygrad_lstm import Tensor, gradcheck
+from tinygrad_lstm import Tensor, gradcheck, ops
 from tinygrad_lstm.nn.functional import affine  # the door to ops.Linear
 
 HYPO = settings(max_examples=25, deadline=None, derandomize=True)
@@ -945,3 +945,58 @@ def test_where_cat_stack_split_chunk_match_torch(np_rng):
 def test_scalar_mixes_match_torch(expr, np_rng):
     _, fn = expr
     _torch_compare(lambda t: fn(t, 1.7), lambda t: fn(t, 1.7), [_pos((2, 3), np_rng)], np_rng)
+
+
+# One expression per op that keeps arrays for its VJP, from (3, 4) inputs a and b (positive, distinct entries).
+SAVING = {
+    "Mul": lambda a, b: a * b,
+    "Div": lambda a, b: a / b,
+    "Pow": lambda a, b: a**b,
+    "Maximum": tl.maximum,
+    "Minimum": tl.minimum,
+    "Where": lambda a, b: tl.where(a > 0.5, a, b),
+    "MatMul": lambda a, b: a @ b.T,
+    "Linear": lambda a, b: affine(a, b, a[0, :3]),
+    "Exp": lambda a, b: a.exp(),
+    "Log": lambda a, b: a.log(),
+    "Sqrt": lambda a, b: a.sqrt(),
+    "Abs": lambda a, b: a.abs(),
+    "Sin": lambda a, b: a.sin(),
+    "Cos": lambda a, b: a.cos(),
+    "Tanh": lambda a, b: a.tanh(),
+    "Sigmoid": lambda a, b: a.sigmoid(),
+    "Relu": lambda a, b: a.relu(),
+    "LeakyRelu": lambda a, b: a.leaky_relu(0.1),
+    "PowScalar": lambda a, b: a**3,
+    "Clip": lambda a, b: a.clip(0.2, 0.8),
+    "Max": lambda a, b: a.max(axis=1),
+    "Min": lambda a, b: a.min(axis=0),
+    "Softmax": lambda a, b: a.softmax(),
+    "LogSoftmax": lambda a, b: a.log_softmax(),
+    "LogSumExp": lambda a, b: a.logsumexp(axis=1),
+}
+
+
+def _op_classes(cls=ops.Op):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _op_classes(sub)
+
+
+def test_saved_lists_the_saved_inputs_then_the_output(np_rng):
+    """What the renderer relies on to show values the graph kept (a node holds no tensors): ``saved`` is the
+    arrays of the inputs in ``saves``, in order, then the output when ``saves_output``."""
+    savers = {c.__name__ for c in _op_classes() if c.saves or c.saves_output}
+    assert savers == set(SAVING), "a new op that saves arrays needs an expression here"
+    a = _leaf(np_rng.uniform(0.1, 1.0, (3, 4)))
+    b = _leaf(np_rng.uniform(0.1, 1.0, (3, 4)))
+    for name, fn in SAVING.items():
+        out = fn(a, b)
+        node = out.grad_fn
+        assert node.name == name
+        args = {"Linear": [a, b, a[0, :3]], "Where": [a > 0.5, a, b], "MatMul": [a, b.T]}.get(name, [a, b])
+        for k, i in enumerate(node.saves):
+            np.testing.assert_array_equal(node.saved[k], args[i].data, err_msg=name)
+        if node.saves_output:
+            np.testing.assert_array_equal(np.reshape(node.saved[-1], out.shape), out.data, err_msg=name)
+        assert len(node.saved) == len(node.saves) + node.saves_output, name

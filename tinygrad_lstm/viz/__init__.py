@@ -1,8 +1,9 @@
 """Draw the engine's own graph with Graphviz: clusters per module call and time step, gradients on top.
 
-``to_dot`` reads the recorded graph (``tensor._ctx`` nodes, their ``parents``, ``scope``, ``seq``, ``grad_out``
-and ``grads_in``) into a graph object (``viz.graph``: nodes, edges, clusters as plain data, in the engine's
-creation order) and writes DOT text from it (``viz.dot``); it needs no Graphviz. ``draw`` wraps that text in a
+``to_dot`` reads the recorded graph (op nodes and leaf tensors: a node's ``parents``, ``scope``, ``seq``,
+``out_shape``, ``out_name``, ``saved``, ``grad_out`` and ``grads_in``) into a graph object (``viz.graph``: nodes,
+edges, clusters as plain data, in the engine's creation order) and writes DOT text from it (``viz.dot``); it
+needs no Graphviz. ``draw`` wraps that text in a
 ``graphviz.Digraph`` (shown inline by Jupyter) and ``render`` writes an SVG or PNG file. Both run the layout
 program that ``viz.layout.find_engine`` finds: ``TINYGRAD_LSTM_DOT``, a system ``dot``, then the executable of
 the ``graphviz-pure`` wheel, so rendering works right after ``pip install`` with no system package.
