@@ -97,6 +97,16 @@ def test_page_data_is_the_engines_graph(tmp_path):
     assert "lstm/t=3/cell" in data["scopes"]
     names = sorted(s["name"] for s in data["series"])
     assert names == ["c", "h"] and all(s["t"] == [0, 1, 2] for s in data["series"])
+    # values: where the graph kept them (a leaf; h, which the next step's affine map saved), not elsewhere (the
+    # step's pre-activations, which no VJP saved), with the kept values' statistics
+    tcols = data["tensors"]
+
+    def row(v):
+        return fwd["nodes"]["tensor"][fwd["nodes"]["id"].index(ex.node_id(v))]
+
+    pre = next(v for v in vertices if isinstance(v, ops.Op) and v.name == "Linear" and "t=2" in v.scope)
+    assert [tcols["kept"][row(v)] for v in (w, h, pre)] == [1, 1, 0]
+    assert tcols["min"][row(pre)] is None and tcols["max"][row(w)] == pytest.approx(float(w.data.max()), rel=1e-5)
 
 
 def test_show_values_puts_summaries_in_the_labels():

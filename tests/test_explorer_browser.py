@@ -164,9 +164,14 @@ def test_info_is_the_engines_gradient_norm(browser, page, shots):
         assert got["inputs"] == [str(tuple(vshape(p))) for p in h.parents] and got["shape"] == "(2, 4)"
         assert got["min"] == pytest.approx(float(h_data.min()), rel=1e-5)
         assert got["max"] == pytest.approx(float(h_data.max()), rel=1e-5)
+        assert got["kept"] is True
         # a state: its gradient norm through time, one point per step, equal to the engine's at each step
         series = got["series"]
         assert series["name"] == "h" and series["t"][0] == 0 and len(series["t"]) == 59
+    # a value no backward needed is not in the graph, and the panel says so
+    pre = next(v for v in vertices if isinstance(v, Op) and v.name == "Linear" and "t=42" in v.scope)
+    got = js(browser, "return window.graphExplorer.info(arguments[0])", ex.node_id(pre))
+    assert got["kept"] is False and got["min"] is None and got["shape"] == "(2, 16)"
     # hovering a node fills the info panel
     js(browser, "return window.graphExplorer.expand('lstm/t=42')")
     browser.find_element("css selector", f'g.node[data-node="{ex.node_id(h)}"]').click()
@@ -304,3 +309,16 @@ def test_nan_gradients_are_red(browser, tmp_path):
     # (WebDriver turns NaN into null: ask the page itself)
     assert js(browser, "return Number.isNaN(window.graphExplorer.info(arguments[0]).grad_norm)", ex.node_id(out))
     assert errors(browser) == []
+
+
+def test_a_value_the_graph_did_not_keep_says_so(browser, page, shots):
+    _, loss, ex, path = page
+    open_page(browser, path)
+    vertices = list(walk(loss))
+    pre = next(v for v in vertices if isinstance(v, Op) and v.name == "Linear" and "t=3" in v.scope)
+    js(browser, "return window.graphExplorer.expand('lstm/t=3')")
+    wait_for(lambda: browser.find_elements("css selector", f'g.node[data-node="{ex.node_id(pre)}"]'))
+    browser.find_element("css selector", f'g.node[data-node="{ex.node_id(pre)}"]').click()
+    panel = browser.find_element("id", "info").text
+    assert "value not kept (no backward needs it)" in panel and "(2, 16)" in panel
+    browser.save_screenshot(str(shots / "explorer-not-kept.png"))

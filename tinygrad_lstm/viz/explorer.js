@@ -491,7 +491,7 @@
       if (ti >= 0) {
         Object.assign(out, {
           op: D.strings[T.op[ti]], name: D.strings[T.name[ti]] || null, shape: D.strings[T.shape[ti]],
-          dtype: D.strings[T.dtype[ti]], min: T.min[ti], mean: T.mean[ti], max: T.max[ti], seq: T.seq[ti],
+          dtype: D.strings[T.dtype[ti]], min: T.min[ti], mean: T.mean[ti], max: T.max[ti], kept: T.kept[ti] === 1, seq: T.seq[ti],
           tensor_grad_norm: T.grad[ti],
         });
         // The shapes going in: the tensors on the node's incoming forward edges.
@@ -525,7 +525,7 @@
     if (x.name) row("name", x.name);
     row("scope", x.scope || "(top level)");
     if (x.inputs && x.inputs.length) row("inputs", x.inputs.join(", "));
-    if (x.shape !== undefined) { row("shape", x.shape); row("dtype", x.dtype); row("min / mean / max", `${fmtv(x.min)} / ${fmtv(x.mean)} / ${fmtv(x.max)}`); }
+    if (x.shape !== undefined) { row("shape", x.shape); row("dtype", x.dtype); row("min / mean / max", x.kept ? `${fmtv(x.min)} / ${fmtv(x.mean)} / ${fmtv(x.max)}` : "value not kept (no backward needs it)"); }
     row("gradient norm", x.grad_norm === null ? "none" : fmt(x.grad_norm));
     let plot = "";
     if (x.series) plot = `<h3>||grad|| of ${html(x.series.name)} over time</h3>` + linePlot(x.series.t, x.series.grad_norm, 290, 120, x.t, "info");

@@ -120,7 +120,8 @@ class Explorer:
         tensors = self._tensors  # the graph's vertices: op nodes and leaf tensors, in creation order
         tindex = {id(v): i for i, v in enumerate(tensors)}
         vals = _graph.values(tensors, roots)  # where the graph kept a value (no backward needs the others)
-        tcols: dict[str, list] = {k: [] for k in ("name", "op", "shape", "dtype", "min", "mean", "max", "grad", "seq")}
+        keys = ("name", "op", "shape", "dtype", "min", "mean", "max", "kept", "grad", "seq")
+        tcols: dict[str, list] = {k: [] for k in keys}
         for v in tensors:
             leaf = _graph.is_leaf(v)
             value = vals.get(id(v))
@@ -133,6 +134,7 @@ class Explorer:
             tcols["min"].append(lo)
             tcols["mean"].append(mean)
             tcols["max"].append(hi)
+            tcols["kept"].append(0 if value is None else 1)
             tcols["grad"].append(_num(g))
             tcols["seq"].append(-1 if leaf else v.seq)
 
