@@ -9,8 +9,9 @@ sequence. What the table should show, and why:
 * RTRL carries the influence matrix dh_t/dtheta (H x P, P ~ H^2 parameters, so ~H^3 numbers) whatever T is, and
   multiplies it by the step's Jacobian every step: ~H^4 per step, memory constant in T.
 * UORO keeps two vectors (H and P entries): memory ~H^2, per step one JVP and one VJP per batch element.
-* SnAp-1 keeps one influence entry per parameter (P numbers); here its step Jacobian of the parameters is formed
-  dense by the engine's forward mode (P x B x H, ~H^3), so its time and memory are RTRL's order, not UORO's.
+* SnAp-1 keeps one influence entry per parameter (P numbers); its one-step parameter Jacobian comes from the
+  engine's forward mode in compressed directions (entries that move disjoint units share one, about
+  gates x (I + H) of them), so its step costs about UORO's order, not RTRL's.
 
 Time: ``time.perf_counter`` of one gradient, best of ``--repeats``, tracing off. Memory: ``tracemalloc``'s peak
 above the baseline during one more run (numpy registers its array buffers with tracemalloc, and Python objects
